@@ -1,0 +1,177 @@
+"""The notebook's setup call: resolve the profile into a config, seed, pick the device and threads,
+bind a results recorder to the run folder, and print what is running where.
+
+    run = shammie.start("00_getting_started", GettingStartedConfig, profile=profile, seed=seed,
+                        device=device, out_dir=out_dir, epochs=epochs)
+    run.cfg, run.device, run.record(...), run.claim(...), run.savefig(fig, "name"), run.finish()
+"""
+
+from __future__ import annotations
+
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import torch
+
+from . import __version__
+from .config import ProfileConfig
+from .core import (
+    ShammieError,
+    configure_threads,
+    get_device,
+    in_batch_mode,
+    repo_root,
+    reports_dir,
+    seed_everything,
+)
+from .plotting import save_figure, set_theme
+from .results import Recorder, write_json_atomic
+
+__all__ = ["Run", "start", "peak_memory_mb"]
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process so far, in MiB."""
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024 if sys.platform != "darwin" else kb / 2**20
+
+
+def _git_sha() -> str:
+    head = repo_root() / ".git" / "HEAD"
+    try:
+        ref = head.read_text().strip()
+        if ref.startswith("ref: "):
+            target = repo_root() / ".git" / ref[5:]
+            if target.exists():
+                return target.read_text().strip()[:12]
+            packed = repo_root() / ".git" / "packed-refs"
+            for line in packed.read_text().splitlines() if packed.exists() else []:
+                if line.endswith(ref[5:]):
+                    return line.split()[0][:12]
+            return "unknown"
+        return ref[:12]
+    except OSError:
+        return "unknown"
+
+
+class Run:
+    """A notebook run: its config, device, seed, output folder and recorder."""
+
+    def __init__(self, notebook: str, cfg: ProfileConfig, seed: int, device: torch.device, out_dir: Path, threads: int):
+        self.notebook = notebook
+        self.cfg = cfg
+        self.seed = seed
+        self.device = device
+        self.out_dir = out_dir
+        self.threads = threads
+        self.started = time.time()
+        self._t0 = time.perf_counter()
+        self.recorder = Recorder(out_dir, notebook, cfg.profile, seed, config=cfg.to_dict())
+        self.timings: dict[str, float] = {}
+        self._write_info(status="running")
+
+    # -- recording ---------------------------------------------------------------------------
+    def record(self, name: str, value: Any) -> Any:
+        """Record a metric (see Recorder.record)."""
+        return self.recorder.record(name, value)
+
+    def claim(self, name: str, statement: str, measured: Any, expected: Any, passed: bool | None = None,
+              source: str = "", note: str = ""):
+        """Record a paper claim and whether it reproduced (see Recorder.claim)."""
+        return self.recorder.claim(name, statement, measured, expected, passed, source, note)
+
+    def savefig(self, fig: plt.Figure, name: str) -> Path:
+        """Save `fig` as `<out_dir>/<name>.png`; it is still shown inline by the notebook."""
+        path = save_figure(fig, self.out_dir / name)
+        self.recorder.add_figure(path.name)
+        return path
+
+    def time(self, name: str):
+        """Context manager that records the wall-clock seconds of a block in run_info.json (not metrics)."""
+        run = self
+
+        class _Timer:
+            def __enter__(self):
+                self.t0 = time.perf_counter()
+                return self
+
+            def __exit__(self, *exc):
+                run.timings[name] = round(time.perf_counter() - self.t0, 3)
+                run._write_info(status="running")
+                return False
+
+        return _Timer()
+
+    # -- summary -----------------------------------------------------------------------------
+    def _write_info(self, status: str) -> None:
+        write_json_atomic(self.out_dir / "run_info.json", {
+            "notebook": self.notebook,
+            "status": status,
+            "profile": self.cfg.profile,
+            "seed": self.seed,
+            "device": str(self.device),
+            "threads": self.threads,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(self.started)),
+            "elapsed_s": round(time.perf_counter() - self._t0, 2),
+            "peak_memory_mb": round(peak_memory_mb(), 1),
+            "timings_s": self.timings,
+            "versions": {"shammie": __version__, "python": platform.python_version(), "torch": torch.__version__},
+            "git": _git_sha(),
+        })
+
+    def finish(self):
+        """Write the final metrics and run info, and return the claims as a table to display."""
+        self.recorder.write()
+        self._write_info(status="finished")
+        return self.recorder.claims_frame()
+
+    def __repr__(self) -> str:
+        return f"Run({self.notebook!r}, profile={self.cfg.profile!r}, seed={self.seed}, device={self.device}, out_dir={str(self.out_dir)!r})"
+
+
+def start(
+    notebook: str,
+    config_cls: type[ProfileConfig],
+    *,
+    profile: str = "quick",
+    seed: int = 0,
+    device: str = "auto",
+    out_dir: str | None = None,
+    threads: int | None = None,
+    quiet: bool = False,
+    **overrides: Any,
+) -> Run:
+    """Set up a notebook: config for `profile` with `overrides` (None = profile value), seeds, device,
+    threads, plot theme, and a recorder writing to `out_dir` (default `reports/interactive/<notebook>`)."""
+    if not isinstance(notebook, str) or not notebook:
+        raise ShammieError("start() needs the notebook's name, e.g. '00_getting_started'")
+    cfg = config_cls.for_profile(profile, **overrides)
+    dev = get_device(device)
+    n_threads = configure_threads(threads) if dev.type == "cpu" else torch.get_num_threads()
+    seed_everything(seed)
+    set_theme()
+    try:  # crisp PNGs inline (and in the HTML report)
+        from matplotlib_inline.backend_inline import set_matplotlib_formats
+
+        set_matplotlib_formats("png")
+    except ImportError:  # pragma: no cover - outside IPython
+        pass
+    out = Path(out_dir) if out_dir else reports_dir() / "interactive" / notebook
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise ShammieError(f"cannot write to the output folder {out}: {err}. Pass out_dir= a writable folder.") from err
+    run = Run(notebook, cfg, seed, dev, out.resolve(), n_threads)
+    if not quiet:
+        mode = "runner" if in_batch_mode() else "interactive"
+        print(f"shammie {__version__} | {notebook} | profile={cfg.profile} seed={seed} device={dev} "
+              f"threads={n_threads} | torch {torch.__version__} | {mode}\noutputs: {run.out_dir}")
+    return run
