@@ -23,7 +23,13 @@ from typing import Any
 
 from .config import PROFILE_NAMES
 from .core import ShammieError, repo_root, reports_dir
-from .notebooks import REQUIRED_PARAMETERS, check_value, find_notebooks, parse_assignment, read_parameters
+from .notebooks import (
+    REQUIRED_PARAMETERS,
+    check_value,
+    find_notebooks,
+    parse_assignment,
+    read_parameters,
+)
 from .results import read_json, write_json_atomic
 
 __all__ = ["RunPlan", "plan_run", "execute_plan", "main", "DEFAULT_CELL_TIMEOUT"]

@@ -1,0 +1,65 @@
+import pytest
+import torch
+from shammie.core import ShammieError
+from shammie.models import MLP, CNN1d, ResNet1d, build_model, cifar_resnet18, count_parameters
+
+
+@pytest.mark.parametrize("name,kwargs", [("logistic", {}), ("mlp", {"hidden": (16, 8), "batchnorm": True, "dropout": 0.1}),
+                                         ("cnn", {"channels": (8, 8), "batchnorm": True}), ("cnn", {"channels": (8, 8, 8), "head": "gap"}),
+                                         ("resnet", {"widths": (8, 16)})])
+def test_models_map_signals_to_logits(name, kwargs):
+    torch.manual_seed(0)
+    model = build_model(name, 40, 10, **kwargs).eval()
+    x = torch.randn(5, 40)
+    assert model(x).shape == (5, 10)
+    assert hasattr(model, "blocks") and hasattr(model, "head")
+
+
+def test_logistic_regression_is_one_linear_layer():
+    model = build_model("logistic", 40, 10)
+    assert count_parameters(model) == 40 * 10 + 10 and len(model.blocks) == 0
+
+
+def test_cnn_accepts_channel_dimension_and_counts():
+    model = CNN1d(40, 10, channels=(4,), kernel_size=5, strides=(2,))
+    assert model(torch.randn(2, 1, 40)).shape == (2, 10)
+    # conv 1->4 k5 + bias, then flatten 4*20 -> 10
+    assert count_parameters(model) == (4 * 5 + 4) + (4 * 20 * 10 + 10)
+
+
+def test_cnn_is_translation_equivariant_before_the_head():
+    """With stride 1 and circular-free interiors, shifting the input shifts the feature map."""
+    torch.manual_seed(0)
+    model = CNN1d(64, 3, channels=(4, 4), kernel_size=3, strides=(1, 1)).eval()
+    x = torch.zeros(1, 64)
+    x[0, 20:30] = torch.randn(10)
+    shifted = torch.roll(x, 5, dims=-1)
+    f, g = model.features(x), model.features(shifted)
+    torch.testing.assert_close(torch.roll(f, 5, dims=-1)[..., 10:50], g[..., 10:50])
+
+
+@pytest.mark.parametrize("kwargs,match", [({"head": "max"}, "head"), ({"channels": ()}, "at least one"),
+                                          ({"strides": (1,)}, "differ"), ({"dropout": 1.0}, "dropout")])
+def test_cnn_bad_arguments(kwargs, match):
+    args = {"channels": (4, 4), **kwargs}
+    with pytest.raises(ShammieError, match=match):
+        CNN1d(40, 10, **args)
+
+
+def test_mlp_and_builder_errors():
+    with pytest.raises(ShammieError):
+        MLP(0, 10)
+    with pytest.raises(ShammieError, match="unknown model"):
+        build_model("transformer", 40, 10)
+
+
+def test_resnet1d_blocks():
+    model = ResNet1d(10, widths=(8, 16), blocks_per_stage=2)
+    assert len(model.blocks) == 4
+
+
+def test_cifar_resnet18_on_32x32():
+    model = cifar_resnet18(10).eval()
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert len(model.blocks) == 5 and model.head is model.fc
+    assert model.conv1.stride == (1, 1)
