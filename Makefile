@@ -13,7 +13,7 @@ ONLY ?=
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help setup reports test unit smoke full lab bench lint format clean clean-data
+.PHONY: help setup reports test unit smoke full lab bench lint format strip clean clean-data
 
 help: ## list the targets
 	@echo "shammie - a research workbook. Usage: make <target> [VENV=path] [ONLY=pattern] [ARGS='-p name=value']"
@@ -26,6 +26,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (shammie)" >/dev/null
+	@# check the stack imports together (torchvision fails beside a mismatched torch) and warm the bytecode cache
+	$(PY) -c "import torch, torchvision, matplotlib.pyplot, papermill, shammie; print('torch', torch.__version__, '| torchvision', torchvision.__version__)"
 	@touch $(STAMP)
 	@echo "shammie: environment ready in $(VENV)"
 
@@ -52,13 +54,17 @@ lab: $(STAMP) ## open JupyterLab on notebooks/ with the project's kernel
 bench: $(STAMP) ## benchmarks: every bench/bench_*.py, ratios against peers measured in one run
 	@set -e; for f in bench/bench_*.py; do echo "== $$f"; $(PY) $$f; done
 
-lint: $(STAMP) ## ruff on the library, tests, benchmarks and notebooks; notebook hygiene
+lint: $(STAMP) ## ruff on the library, tests, benchmarks and notebooks; notebooks stored clean
 	$(VENV)/bin/ruff check lib tests bench notebooks
+	$(PY) -m shammie strip --check
 	$(PY) -m pytest -q tests/test_notebook_hygiene.py
 
 format: $(STAMP) ## ruff format and fix imports
 	$(VENV)/bin/ruff check --fix lib tests bench
 	$(VENV)/bin/ruff format lib tests bench
+
+strip: $(STAMP) ## remove outputs and metadata from the notebooks before committing
+	$(PY) -m shammie strip
 
 clean: ## remove reports and caches (keeps data/cache and the virtualenv)
 	rm -rf reports .pytest_cache .ruff_cache build dist lib/*.egg-info

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import torch
+
 from shammie.core import configure_threads
 from shammie.data import load_mnist1d
 from shammie.models import CNN1d

@@ -2,6 +2,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import pytest
+
 from shammie.baselines import GettingStartedConfig
 from shammie.config import ConfigError, ProfileConfig, check_type
 

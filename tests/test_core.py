@@ -3,6 +3,7 @@ import random
 import numpy as np
 import pytest
 import torch
+
 from shammie.core import ShammieError, configure_threads, get_device, seed_everything
 
 

@@ -4,6 +4,7 @@ import random
 import numpy as np
 import pytest
 import torch
+
 from shammie.core import ShammieError
 from shammie.data import (
     CORRUPTIONS,

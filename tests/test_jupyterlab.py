@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+
 from conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -32,7 +33,7 @@ def _api(base, token, path, method="GET", body=None):
         return json.loads(text) if text else None
 
 
-async def _execute(ws_url, token, code, timeout=60):
+async def _execute(ws_url, token, code, timeout=240):
     from tornado.httpclient import HTTPRequest
     from tornado.websocket import websocket_connect
 

@@ -1,5 +1,6 @@
 import pytest
 import torch
+
 from shammie.core import ShammieError
 from shammie.models import MLP, CNN1d, ResNet1d, build_model, cifar_resnet18, count_parameters
 

@@ -4,8 +4,10 @@ import ast
 
 import nbformat
 import pytest
-from conftest import NOTEBOOKS
+
 from shammie.notebooks import REQUIRED_PARAMETERS, parameters_cell, read_parameters
+
+from conftest import NOTEBOOKS
 
 ids = [p.stem for p in NOTEBOOKS]
 

@@ -1,7 +1,9 @@
 import pytest
-from conftest import make_notebook
+
 from shammie.core import ShammieError
 from shammie.notebooks import Parameter, check_value, parse_assignment, read_parameters
+
+from conftest import make_notebook
 
 
 def test_read_parameters_types_from_comments(tiny_notebooks):
@@ -64,3 +66,27 @@ def test_parse_assignment(text, expected):
 def test_parse_assignment_errors(text):
     with pytest.raises(ShammieError):
         parse_assignment(text)
+
+
+def test_strip_removes_outputs_and_metadata_but_keeps_tags(tmp_path):
+    import nbformat
+    from nbformat.v4 import new_output
+
+    from shammie.notebooks import parameters_cell, strip_notebook
+
+    path = make_notebook(tmp_path / "n.ipynb", "print(1)")
+    clean = path.read_text()
+    nb = nbformat.read(path, as_version=4)
+    nb.cells[2].outputs = [new_output("stream", name="stdout", text="1\n")]
+    nb.cells[2].execution_count = 4
+    nb.cells[1].metadata["collapsed"] = True
+    nb.metadata["papermill"] = {"duration": 1.0}
+    nb.metadata["kernelspec"]["name"] = "myenv"
+    nbformat.write(nb, path)
+    assert strip_notebook(path) is True
+    nb = nbformat.read(path, as_version=4)
+    assert nb.cells[2].outputs == [] and nb.cells[2].execution_count is None
+    assert parameters_cell(nb) == 1 and nb.cells[1].metadata == {"tags": ["parameters"]}
+    assert set(nb.metadata) == {"kernelspec"} and nb.metadata["kernelspec"]["name"] == "python3"
+    assert strip_notebook(path) is False  # idempotent
+    assert nbformat.read(path, as_version=4).cells[2].source == nbformat.reads(clean, as_version=4).cells[2].source

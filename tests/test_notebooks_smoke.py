@@ -5,8 +5,10 @@ import json
 
 import nbformat
 import pytest
-from conftest import NOTEBOOKS
+
 from shammie.runner import execute_plan, plan_run
+
+from conftest import NOTEBOOKS
 
 pytestmark = pytest.mark.slow
 ids = [p.stem for p in NOTEBOOKS]

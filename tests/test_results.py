@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pytest
 import torch
+
 from shammie.core import ShammieError
 from shammie.results import Recorder, to_jsonable, write_json_atomic
 

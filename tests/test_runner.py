@@ -4,6 +4,7 @@ import json
 import os
 
 import pytest
+
 from shammie.core import ShammieError
 from shammie.runner import execute_plan, main, plan_run
 

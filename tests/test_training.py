@@ -1,5 +1,6 @@
 import pytest
 import torch
+
 from shammie.core import ShammieError
 from shammie.models import MLP
 from shammie.training import batches, evaluate, fit, fit_cached, predict_logits

@@ -19,7 +19,7 @@ import nbformat
 
 from .core import ShammieError, repo_root
 
-__all__ = ["Parameter", "find_notebooks", "parameters_cell", "read_parameters", "check_value", "parse_assignment"]
+__all__ = ["Parameter", "strip_notebook", "find_notebooks", "parameters_cell", "read_parameters", "check_value", "parse_assignment"]
 
 REQUIRED_PARAMETERS = ("profile", "seed", "device", "out_dir")
 
@@ -145,3 +145,27 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     except (ValueError, SyntaxError):
         value = {"true": True, "false": False, "none": None, "null": None}.get(raw.lower(), raw)
     return name, value
+
+
+def strip_notebook(path: Path) -> bool:
+    """Remove outputs, execution counts and editor metadata (keeping cell tags) in place; True if it changed."""
+    path = Path(path)
+    nb = nbformat.read(path, as_version=4)
+    before = nbformat.writes(nb)
+    for cell in nb.cells:
+        tags = cell.get("metadata", {}).get("tags")
+        cell.metadata = nbformat.NotebookNode({"tags": tags} if tags else {})
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+        cell.pop("attachments", None) if cell.cell_type == "code" else None
+    nb.metadata = nbformat.NotebookNode({k: v for k, v in nb.metadata.items() if k in ("kernelspec", "language_info")})
+    nb.metadata.setdefault("kernelspec", {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"})
+    nb.metadata["kernelspec"]["name"] = "python3"
+    if "language_info" in nb.metadata:
+        nb.metadata["language_info"] = nbformat.NotebookNode({"name": "python"})
+    after = nbformat.writes(nb)
+    if after != before:
+        path.write_text(after + ("" if after.endswith("\n") else "\n"))
+        return True
+    return False

@@ -2,6 +2,7 @@
 
     python -m shammie run --profile quick [--only PATTERN] [--out DIR] [-p name=value ...]
     python -m shammie list
+    python -m shammie strip [--check] [NOTEBOOK ...]
 
 Everything the user typed is checked before anything runs. Each run writes a new folder
 `<out>/runs/<time>-<profile>/`; one notebook failing does not stop the others, and the command then
@@ -29,6 +30,7 @@ from .notebooks import (
     find_notebooks,
     parse_assignment,
     read_parameters,
+    strip_notebook,
 )
 from .results import read_json, write_json_atomic
 
@@ -267,6 +269,17 @@ def _cmd_list(args) -> int:
     return 0
 
 
+def _cmd_strip(args) -> int:
+    paths = [Path(p) for p in args.paths] or find_notebooks()
+    changed = [p for p in paths if strip_notebook(p)]
+    for p in changed:
+        print(f"stripped {p}")
+    if args.check and changed:
+        print("shammie: notebooks had outputs or metadata; they are stripped now: commit them again", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _cmd_run(args) -> int:
     overrides = dict(parse_assignment(a) for a in args.param)
     plan = plan_run(args.profile, args.only, args.out, overrides, seed=args.seed, cell_timeout=args.cell_timeout)
@@ -296,6 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_cmd_run)
     lst = sub.add_parser("list", help="list the notebooks and their parameters")
     lst.set_defaults(func=_cmd_list)
+    strip = sub.add_parser("strip", help="remove outputs and metadata from notebooks (all of notebooks/ by default)")
+    strip.add_argument("paths", nargs="*", help="notebook files")
+    strip.add_argument("--check", action="store_true", help="exit 1 if anything had to be stripped")
+    strip.set_defaults(func=_cmd_strip)
     return parser
 
 
