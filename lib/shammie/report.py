@@ -18,6 +18,8 @@ th{background:#f4f4f6;font-weight:600} td.num{font-variant-numeric:tabular-nums;
 .badge{display:inline-block;padding:.1rem .5rem;border-radius:.7rem;font-size:.85rem}
 .badge.ok{background:#e3f4e8} .badge.no{background:#fdecea} .err{font-family:monospace;font-size:.85rem;color:#b3261e;white-space:pre-wrap}
 .src{color:#666;font-size:.85rem} .counts{font-size:1.1rem}
+.gallery{display:flex;flex-wrap:wrap;gap:.8rem;margin:.5rem 0 1.5rem} .gallery a{display:block;border:1px solid #ddd;border-radius:4px;padding:4px;background:#fff}
+.gallery img{height:170px;max-width:360px;object-fit:contain;display:block} .gallery span{display:block;font-size:.8rem;color:#555;text-align:center}
 """
 
 
@@ -85,6 +87,17 @@ def write_index(summary: dict[str, Any], path: Path) -> None:
             f"<td class='num'>{r.get('runtime_s', 0):.0f} s</td><td class='num'>{mem}</td>"
             f"<td class='num'>{sum(c['reproduced'] for c in rc)}/{len(rc)}</td><td class='src'>{e(params)}</td></tr>"
         )
-    parts.append("</table><p class='src'>Each notebook's folder holds the executed notebook, its HTML, its figures "
+    parts.append("</table>")
+    if any(r.get("figures") for r in nbs):
+        parts.append("<h2>Figures</h2>")
+        for r in nbs:
+            if not r.get("figures"):
+                continue
+            parts.append(f"<h3>{e(r['notebook'])}</h3><div class='gallery'>")
+            for fig in r["figures"]:
+                name = Path(fig).stem.replace("_", " ")
+                parts.append(f"<a href='{e(fig)}'><img src='{e(fig)}' alt='{e(name)}' loading='lazy'><span>{e(name)}</span></a>")
+            parts.append("</div>")
+    parts.append("<p class='src'>Each notebook's folder holds the executed notebook, its HTML, its figures "
                  "(PNG), metrics.json and run_info.json; summary.json holds this page's data.</p></body></html>")
     Path(path).write_text("\n".join(parts), encoding="utf-8")
