@@ -13,7 +13,7 @@ def test_format_value():
 def test_index_shows_claims_failures_and_escapes(tmp_path):
     summary = {"run": "r1", "profile": "quick", "started": "now", "elapsed_s": 3.0, "status": "failed", "notebooks": [
         {"notebook": "01_a", "status": "ok", "error": None, "runtime_s": 2.0, "peak_memory_mb": 512.0, "html": "01_a/01_a.html",
-         "parameters": {"profile": "quick", "out_dir": "/x"},
+         "parameters": {"profile": "quick", "out_dir": "/x"}, "figures": ["01_a/barrier_curves.png"],
          "claims": [{"name": "c1", "statement": "A <b>beats</b> B", "measured": 0.91, "expected": [0.9, None], "reproduced": True,
                      "source": "paper §3", "note": ""},
                     {"name": "c2", "statement": "C holds", "measured": 0.1, "expected": "> 0.5", "reproduced": False,
@@ -29,4 +29,5 @@ def test_index_shows_claims_failures_and_escapes(tmp_path):
     assert "≥ 0.91" not in html and "0.91" in html and "≥ 0.9" in html
     assert "RuntimeError: boom" in html and "too small a model" in html
     assert "href='01_a/01_a.html'" in html and "512 MiB" in html
+    assert "<img src='01_a/barrier_curves.png'" in html and "barrier curves" in html  # relative: works offline
     assert "<script" not in html and "http" not in html.split("<body>")[1]  # self-contained
