@@ -36,11 +36,14 @@ Data = tuple[torch.Tensor, torch.Tensor] | torch.utils.data.DataLoader
 
 
 def progress(iterable=None, **kwargs):
-    """A tqdm progress bar (tqdm.auto) in interactive use; silent under the runner, whose logs stay clean."""
-    from tqdm.auto import tqdm
-
+    """A tqdm progress bar (a widget in JupyterLab, text elsewhere); silent under the runner, whose
+    executed notebooks and logs stay clean."""
     if in_batch_mode():
+        from tqdm.std import tqdm
+
         kwargs["disable"] = True
+    else:
+        from tqdm.auto import tqdm
     return tqdm(iterable, **kwargs)
 
 
