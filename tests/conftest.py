@@ -60,6 +60,17 @@ def make_notebook(path: Path, body: str, params: str = PARAMS) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """Tests run with one torch thread, as the notebooks do: faster for small models on a shared 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def tiny_notebooks(tmp_path: Path) -> Path:
     """A folder with a working notebook `10_tiny` and a failing one `20_broken`."""

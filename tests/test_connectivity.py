@@ -51,14 +51,6 @@ from shammie.core import ShammieError
 from shammie.models import MLP, CNN1d, ResNet1d
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _calibrate_bn(model: nn.Module, x: torch.Tensor, seed: int = 0) -> nn.Module:
     """Give every BatchNorm the statistics of its input on `x` and random affine parameters (as after
     training), so that every unit is active on some inputs; returns the model in eval mode."""

@@ -41,11 +41,6 @@ from shammie.convex_attention import (
 D = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    shammie.configure_threads(1)
-
-
 @pytest.fixture(scope="module")
 def task():
     return planted_task(120, 200, 6, 5, (1, 4), noise=0.1, seed=3)

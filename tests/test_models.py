@@ -59,8 +59,12 @@ def test_resnet1d_blocks():
     assert len(model.blocks) == 4
 
 
-def test_cifar_resnet18_on_32x32():
+def test_cifar_resnet18_on_32x32_and_its_blocks_fire_hooks():
     model = cifar_resnet18(10).eval()
+    shapes = []
+    for block in model.blocks:
+        block.register_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape)))
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert shapes == [(2, 64, 32, 32), (2, 64, 32, 32), (2, 128, 16, 16), (2, 256, 8, 8), (2, 512, 4, 4)]
     assert len(model.blocks) == 5 and model.head is model.fc
     assert model.conv1.stride == (1, 1)

@@ -178,16 +178,15 @@ class ResNet1d(nn.Module):
 def cifar_resnet18(num_classes: int = 10) -> nn.Module:
     """torchvision's ResNet-18 for 32x32 inputs: a 3x3 stride-1 stem and no max-pool (the usual CIFAR variant).
 
-    `model.blocks` lists the stem and the four residual stages; `model.head` is the classifier.
+    `model.blocks` lists the stem's output tap and the four residual stages, each a module that
+    `forward` calls (so forward hooks on them fire); `model.head` is the classifier.
     """
     import torchvision
 
     model = torchvision.models.resnet18(weights=None, num_classes=num_classes)
     model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
-    model.maxpool = nn.Identity()
-    model.blocks = nn.ModuleList(
-        [nn.Sequential(model.conv1, model.bn1, model.relu), model.layer1, model.layer2, model.layer3, model.layer4]
-    )
+    model.maxpool = nn.Identity()  # runs right after conv1 -> bn1 -> relu: its output is the stem's
+    model.blocks = nn.ModuleList([model.maxpool, model.layer1, model.layer2, model.layer3, model.layer4])
     model.head = model.fc
     return model
 
