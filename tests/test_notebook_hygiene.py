@@ -57,3 +57,11 @@ def test_starts_with_a_title_and_uses_the_setup_call(path):
             assert "MPLBACKEND" not in cell.source
     text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown").lower()
     assert "what to try next" in text
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
+def test_papermill_sees_every_parameter(path):
+    """papermill skips (with a warning) a parameter line it cannot parse; every one must be parseable."""
+    import papermill
+
+    assert set(papermill.inspect_notebook(str(path))) == set(read_parameters(path))
