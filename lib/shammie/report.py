@@ -12,8 +12,9 @@ __all__ = ["write_index", "format_value"]
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1200px;color:#222;padding:0 1rem}
 h1{margin-bottom:.2rem} .sub{color:#666;margin-top:0}
-table{border-collapse:collapse;width:100%;margin:1rem 0 2rem} th,td{border-bottom:1px solid #ddd;padding:.45rem .6rem;text-align:left;vertical-align:top}
-th{background:#f4f4f6;font-weight:600} td.num{font-variant-numeric:tabular-nums;white-space:nowrap}
+table{border-collapse:collapse;width:100%;margin:1rem 0 2rem;table-layout:fixed} table.claims col.nb{width:15%} table.claims col.st{width:45%}
+table.claims col.me{width:16%} table.claims col.ex{width:14%} table.claims col.re{width:10%} th,td{border-bottom:1px solid #ddd;padding:.45rem .6rem;text-align:left;vertical-align:top}
+th{background:#f4f4f6;font-weight:600} td{overflow-wrap:break-word} td.num{font-variant-numeric:tabular-nums}
 .ok{color:#17703a;font-weight:600} .no{color:#b3261e;font-weight:600} .fail{background:#fdecea}
 .badge{display:inline-block;padding:.1rem .5rem;border-radius:.7rem;font-size:.85rem}
 .badge.ok{background:#e3f4e8} .badge.no{background:#fdecea} .err{font-family:monospace;font-size:.85rem;color:#b3261e;white-space:pre-wrap}
@@ -43,6 +44,12 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+def _notebook_link(result: dict[str, Any]) -> str:
+    """The notebook's name (breakable after underscores), linked to its HTML when there is one."""
+    name = html.escape(result["notebook"]).replace("_", "_<wbr>")
+    return f"<a href='{html.escape(result['html'])}'>{name}</a>" if result.get("html") else name
+
+
 def write_index(summary: dict[str, Any], path: Path) -> None:
     """Render `summary` (as in summary.json) to the HTML file at `path`."""
     e = html.escape
@@ -59,10 +66,11 @@ def write_index(summary: dict[str, Any], path: Path) -> None:
         f"<span class='{'ok' if status == 'ok' else 'no'}'>{e(status)}</span></p>",
         f"<p class='counts'><b>{n_ok}</b> of <b>{len(claims)}</b> claims reproduced at this scale "
         f"across {len(nbs)} notebook(s). A claim that did not reproduce is shown as such, with its number.</p>",
-        "<h2>Claims</h2><table><tr><th>notebook</th><th>claim</th><th>measured</th><th>expected</th><th>reproduced</th></tr>",
+        "<h2>Claims</h2><table class='claims'><colgroup><col class='nb'><col class='st'><col class='me'><col class='ex'><col class='re'></colgroup>"
+        "<tr><th>notebook</th><th>claim</th><th>measured</th><th>expected</th><th>reproduced</th></tr>",
     ]
     for r, c in claims:
-        link = f"<a href='{e(r['html'])}'>{e(r['notebook'])}</a>" if r.get("html") else e(r["notebook"])
+        link = _notebook_link(r)
         ok = c["reproduced"]
         src = f"<div class='src'>{e(c.get('source', ''))}</div>" if c.get("source") else ""
         note = f"<div class='src'>{e(c.get('note', ''))}</div>" if c.get("note") else ""
@@ -76,7 +84,7 @@ def write_index(summary: dict[str, Any], path: Path) -> None:
     parts.append("</table><h2>Notebooks</h2><table><tr><th>notebook</th><th>status</th><th>runtime</th>"
                  "<th>peak memory</th><th>claims</th><th>parameters</th></tr>")
     for r in nbs:
-        link = f"<a href='{e(r['html'])}'>{e(r['notebook'])}</a>" if r.get("html") else e(r["notebook"])
+        link = _notebook_link(r)
         ok = r["status"] == "ok"
         err = f"<div class='err'>{e(r['error'])}</div>" if r.get("error") else ""
         mem = f"{r['peak_memory_mb']:.0f} MiB" if r.get("peak_memory_mb") else "–"
