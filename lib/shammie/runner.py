@@ -175,7 +175,10 @@ def run_notebook(nb: Path, params: dict[str, Any], out_dir: Path, cell_timeout: 
     try:
         pm.execute_notebook(str(nb.resolve()), str(executed), parameters=params, kernel_name="python3",
                             cwd=str(nb.parent.resolve()), execution_timeout=cell_timeout,
-                            progress_bar=False, log_output=False, report_mode=False)
+                            progress_bar=False, log_output=False, report_mode=False,
+                            # the kernel's own log (e.g. ipykernel's note on TCP transport) stays out of the
+                            # runner's output; cell errors and output still go into the executed notebook
+                            extra_arguments=["--IPKernelApp.log_level=ERROR"])
     except BaseException as err:  # noqa: BLE001 - a failed notebook is reported, never fatal
         if isinstance(err, KeyboardInterrupt):
             raise
