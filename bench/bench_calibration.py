@@ -7,24 +7,14 @@ the values, so that speed is not bought with a different answer."""
 
 from __future__ import annotations
 
-import time
-
 import torch
 import torch.nn.functional as F
+from timing import best_of
 
 from shammie.calibration import TemperatureScaling, ece
 from shammie.core import configure_threads
 
 N, K, BINS = 1_000_000, 10, 15
-
-
-def _best(fn, repeats: int = 3):
-    best, value = float("inf"), None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        value = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, value
 
 
 def _problem(seed: int = 0):
@@ -64,13 +54,13 @@ def main() -> None:
     configure_threads(1)
     z, y = _problem()
     rows = []
-    ours_t, ours_v = _best(lambda: ece(z, y, n_bins=BINS))
-    peer_t, peer_v = _best(lambda: float(multiclass_calibration_error(z, y, num_classes=K, n_bins=BINS, norm="l1")))
+    ours_t, ours_v = best_of(lambda: ece(z, y, n_bins=BINS))
+    peer_t, peer_v = best_of(lambda: float(multiclass_calibration_error(z, y, num_classes=K, n_bins=BINS, norm="l1")))
     rows.append(("ECE, 15 bins", "torchmetrics", ours_t, peer_t, f"{ours_v:.6f}", f"{peer_v:.6f}"))
 
-    ts_t, ts = _best(lambda: TemperatureScaling().fit(z, y))
-    sc_t, sc_T = _best(lambda: _ts_scipy(z, y))
-    gp_t, gp_T = _best(lambda: _ts_gpleiss(z, y), repeats=1)  # ~10x slower than the others: once
+    ts_t, ts = best_of(lambda: TemperatureScaling().fit(z, y))
+    sc_t, sc_T = best_of(lambda: _ts_scipy(z, y))
+    gp_t, gp_T = best_of(lambda: _ts_gpleiss(z, y), repeats=1)  # ~10x slower than the others: once
 
     def nll_at(temp):
         return float(F.cross_entropy(z.double() / temp, y))

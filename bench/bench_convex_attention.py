@@ -10,7 +10,7 @@ solver to be at least 10 times faster at the quick-profile size.
 
 from __future__ import annotations
 
-import time
+from timing import best_of
 
 import shammie
 from shammie.convex_attention import (
@@ -22,15 +22,6 @@ from shammie.convex_attention import (
 )
 
 
-def _best_time(fn, repeats: int):
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
-
-
 def bench_case(
     name: str, n_train: int, tokens: int, features: int, support, repeats: int = 5
 ) -> dict:
@@ -40,8 +31,8 @@ def bench_case(
     beta = 0.1 * lambda_max(X, y)
     solve_convex_cvxpy(X, y, beta)  # warm-up: imports and first compilation are not timed
     solve_convex(X, y, beta)
-    t_ours, sol = _best_time(lambda: solve_convex(X, y, beta, tol=1e-9, trace=False), repeats)
-    t_cvx, (_, value) = _best_time(lambda: solve_convex_cvxpy(X, y, beta), repeats)
+    t_ours, sol = best_of(lambda: solve_convex(X, y, beta, tol=1e-9, trace=False), repeats)
+    t_cvx, (_, value) = best_of(lambda: solve_convex_cvxpy(X, y, beta), repeats)
     rel = abs(sol.objective - value) / abs(value)
     return {
         "case": name,
