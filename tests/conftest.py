@@ -37,8 +37,10 @@ fig, ax = plt.subplots()
 ax.plot([0, 1], [0, run.cfg.steps])
 run.savefig(fig, "line")
 plt.show()
-run.claim("steps_positive", "steps is positive", run.cfg.steps, (1, None), source="the fixture")
-run.claim("always_false", "a claim that does not reproduce", 0, "never", passed=False)
+from shammie.claims import above, exact
+run.claim("steps_positive", [run.cfg.steps], "steps is positive", exact(low=1), source="the fixture")
+run.claim("always_false", [0.1, -0.1, 0.05], "a claim that does not reproduce", above(0.0))
+run.check("steps_int", "steps is an int", isinstance(run.cfg.steps, int), ok=isinstance(run.cfg.steps, int))
 run.finish()
 '''
 

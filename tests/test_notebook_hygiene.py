@@ -5,7 +5,7 @@ import ast
 import nbformat
 import pytest
 
-from shammie.notebooks import REQUIRED_PARAMETERS, parameters_cell, read_parameters
+from shammie.notebooks import REQUIRED_PARAMETERS, parameters_cell, read_parameters, typed_numbers
 
 from conftest import NOTEBOOKS
 
@@ -65,3 +65,20 @@ def test_papermill_sees_every_parameter(path):
     import papermill
 
     assert set(papermill.inspect_notebook(str(path))) == set(read_parameters(path))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
+def test_no_measured_number_typed_into_markdown(path):
+    """Results prose comes from the recorded numbers (run.md, run.results_md); settings and constants go in
+    maths or code spans, the paper's own numbers on a line that cites it."""
+    found = typed_numbers(nbformat.read(path, as_version=4))
+    assert not found, "numbers typed into markdown after the setup call: " + "; ".join(
+        f"cell {i}: {n!r} in {line!r}" for i, n, line in found)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
+def test_claims_and_checks_use_the_new_kinds(path):
+    """Every notebook judges its claims by a rule (shammie.claims) and shows checks apart."""
+    code = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+    assert "run.claim(" in code or "run.preregister(" in code
+    assert "passed=" not in code, "a claim's verdict comes from its rule, never from passed="

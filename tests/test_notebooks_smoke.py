@@ -4,6 +4,8 @@ shows figures, and the same seed gives the same metrics.json."""
 import json
 
 import nbformat
+
+from shammie.claims import VERDICTS
 import pytest
 
 from shammie.runner import execute_plan, plan_run
@@ -37,7 +39,10 @@ def test_notebook_runs_and_records(smoke_run, path):
     assert metrics["profile"] == "smoke" and metrics["metrics"], "the notebook records metrics"
     assert metrics["claims"], "the notebook records the paper's claims"
     for c in metrics["claims"]:
-        assert c["statement"] and isinstance(c["reproduced"], bool)
+        assert c["statement"] and c["verdict"] in VERDICTS and c["rule"]["text"] and c["values"]
+    for c in metrics["checks"]:
+        assert c["ok"] is True, f"check {c['name']} failed"
+    assert not metrics["preregistered"], "every preregistered claim was judged or closed by run.finish()"
     executed = nbformat.read(folder / path.name, as_version=4)
     images = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
     assert images, "the report shows at least one figure"

@@ -71,7 +71,8 @@ def test_a_failing_notebook_does_not_stop_the_others_and_keeps_latest(tiny_noteb
     nb_dir = good.run_dir / "10_tiny"
     metrics = json.loads((nb_dir / "metrics.json").read_text())
     assert metrics["metrics"] == {"steps": 1, "scaled": 1.0}
-    assert [c["reproduced"] for c in metrics["claims"]] == [True, False]
+    assert [c["verdict"] for c in metrics["claims"]] == ["reproduced", "not reproduced"]
+    assert [c["ok"] for c in metrics["checks"]] == [True]
     assert (nb_dir / "line.png").stat().st_size > 1000
     html = (nb_dir / "10_tiny.html").read_text()
     assert "data:image/png;base64" in html  # figures embedded: readable without a server

@@ -19,7 +19,8 @@ import nbformat
 
 from .core import ShammieError, repo_root
 
-__all__ = ["Parameter", "strip_notebook", "find_notebooks", "parameters_cell", "read_parameters", "check_value", "parse_assignment"]
+__all__ = ["Parameter", "strip_notebook", "find_notebooks", "parameters_cell", "read_parameters", "check_value",
+           "parse_assignment", "typed_numbers"]
 
 REQUIRED_PARAMETERS = ("profile", "seed", "device", "out_dir")
 
@@ -169,3 +170,28 @@ def strip_notebook(path: Path) -> bool:
         path.write_text(after + ("" if after.endswith("\n") else "\n"))
         return True
     return False
+
+
+_MATH_OR_CODE = re.compile(r"\$\$.*?\$\$|\$[^$\n]+\$|```.*?```|`[^`\n]*`|<!--.*?-->", re.S)
+_MEASURED = re.compile(r"(?<![\w.])(?:\d+\.\d+|\.\d+|\d+(?:\.\d+)?\s?%)")
+_CITATION_WORDS = re.compile(r"\b(paper|papers|published|reports?|reported|table|fig\.?|figure|arxiv|authors?|cites?|cited)\b",
+                             re.I)
+
+
+def typed_numbers(nb) -> list[tuple[int, str, str]]:
+    """Measured-looking figures typed into markdown after the setup call: decimals (0.93) and
+    percentages (93 %) outside maths, inline code and comments, on lines that do not cite the paper
+    (a line naming the paper, a table or the authors may quote their numbers). Returns (cell index,
+    number, line) for each; results prose must be rendered from the recorded numbers instead."""
+    setup = next((i for i, c in enumerate(nb.cells) if c.cell_type == "code" and "shammie.start(" in c.source), None)
+    if setup is None:
+        return []
+    found = []
+    for i, cell in enumerate(nb.cells[setup + 1:], setup + 1):
+        if cell.cell_type != "markdown":
+            continue
+        for line in _MATH_OR_CODE.sub(" ", cell.source).splitlines():
+            if _CITATION_WORDS.search(line):
+                continue
+            found += [(i, m.group(0), line.strip()) for m in _MEASURED.finditer(line)]
+    return found

@@ -95,19 +95,28 @@ def plot_signals(x, y, labels: Sequence[str], per_class: int = 1, t=None) -> plt
     return fig
 
 
-def plot_claims(claims: Sequence[Mapping], ax=None) -> plt.Axes:
-    """Measured value against the expected range for each numeric claim: green inside, red outside."""
-    rows = [c for c in claims if isinstance(c.get("expected"), (list, tuple)) and isinstance(c.get("measured"), (int, float))]
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6, 0.5 + 0.5 * max(1, len(rows))))
-    for i, c in enumerate(rows):
-        lo, hi = c["expected"]
-        lo_ = lo if lo is not None else c["measured"]
-        hi_ = hi if hi is not None else c["measured"]
-        ax.plot([lo_, hi_], [i, i], color="0.75", lw=8, solid_capstyle="round")
-        ax.plot(c["measured"], i, "o", color="tab:green" if c["reproduced"] else "tab:red", ms=9)
-    ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels([c["name"] for c in rows])
-    ax.invert_yaxis()
-    ax.set_xlabel("measured (dot) vs expected range (bar)")
-    return ax
+def plot_claims(claims: Sequence[Mapping], width: float = 7.0) -> plt.Figure:
+    """One row per judged claim (dicts as in metrics.json): each seed's value (dots, coloured by the
+    verdict), the confidence interval (black bar) and the rule's threshold (red line) or range (grey
+    band), each row on its own scale."""
+    rows = [c for c in claims if c.get("values")]
+    fig, axes = plt.subplots(max(1, len(rows)), 1, figsize=(width, 0.2 + 0.62 * max(1, len(rows))), squeeze=False)
+    colors = {"reproduced": "tab:green", "not reproduced": "tab:red", "inconclusive": "goldenrod"}
+    for ax, c in zip(axes[:, 0], rows):
+        rule = c["rule"]
+        if rule.get("direction") == "within":
+            lo = rule.get("low", min(c["values"]))
+            hi = rule.get("high", max(c["values"]))
+            ax.axvspan(lo, hi, color="0.88", zorder=0)
+        elif rule.get("threshold") is not None:
+            ax.axvline(rule["threshold"], color="tab:red", lw=1.2)
+        if c.get("ci"):
+            ax.plot(c["ci"], [0, 0], color="black", lw=2.5, solid_capstyle="butt")
+        ax.plot(c["values"], [0] * len(c["values"]), "o", color=colors[c["verdict"]], alpha=0.75, ms=6)
+        ax.set_yticks([])
+        ax.set_ylim(-1, 1)
+        ax.set_title(f"{c['name']}: {c['verdict']}", fontsize=8, loc="left", pad=2)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.margins(x=0.15)
+    fig.tight_layout(h_pad=0.3)
+    return fig

@@ -1,4 +1,4 @@
-"""Record a notebook's metrics and the paper claims it checks into its run folder.
+"""Record a notebook's metrics, its claims (tested over seeds) and its checks into its run folder.
 
 `Recorder` writes `metrics.json` (deterministic: same seed and profile give the same file) after
 every call, atomically, so a notebook that fails half-way still leaves what it measured. Times and
@@ -11,15 +11,25 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .claims import (
+    MIN_SEEDS,
+    CheckRecord,
+    ClaimRecord,
+    Precondition,
+    Rule,
+    evaluate_check,
+    evaluate_claim,
+)
 from .core import ShammieError
 
-__all__ = ["Claim", "Recorder", "to_jsonable", "write_json_atomic", "read_json"]
+__all__ = ["Recorder", "to_jsonable", "write_json_atomic", "read_json"]
 
 
 def to_jsonable(value: Any) -> Any:
@@ -75,21 +85,13 @@ def read_json(path: Path) -> Any:
 
 
 @dataclass
-class Claim:
-    """One checked statement of a paper: what it says, what we measured, and whether it held here."""
-
-    name: str
-    statement: str
-    measured: Any
-    expected: Any
-    reproduced: bool
-    source: str = ""
-    note: str = ""
-
-
-@dataclass
 class Recorder:
-    """Collects metrics, claims and figure names for one notebook run and writes them to `out_dir`."""
+    """Collects metrics, claims, checks and figure names for one notebook run and writes them to `out_dir`.
+
+    Claims can be registered before the experiment runs (`preregister`: statement, rule, the paper's
+    number) and judged later with their values (`claim(name, values)`); metrics.json keeps the order
+    in which rules were fixed. A claim registered but never measured is reported inconclusive.
+    """
 
     out_dir: Path
     notebook: str
@@ -97,8 +99,10 @@ class Recorder:
     seed: int
     config: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
-    claims: list[Claim] = field(default_factory=list)
+    claims: list[ClaimRecord] = field(default_factory=list)
+    checks: list[CheckRecord] = field(default_factory=list)
     figures: list[str] = field(default_factory=list)
+    registered: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
@@ -118,43 +122,63 @@ class Recorder:
         self.write()
         return value
 
-    def claim(
-        self,
-        name: str,
-        statement: str,
-        measured: Any,
-        expected: Any,
-        passed: bool | None = None,
-        source: str = "",
-        note: str = "",
-    ) -> Claim:
-        """Record whether a paper's `statement` reproduced here.
-
-        `expected` is a description (string) or a `(low, high)` range for `measured`; with a range and
-        `passed=None`, reproduced means low <= measured <= high (either end may be None). Re-recording
-        a claim of the same name replaces it.
-        """
-        if passed is None:
-            if not (isinstance(expected, (tuple, list)) and len(expected) == 2):
-                raise ShammieError(f"claim {name!r}: give passed=True/False, or expected as a (low, high) range")
-            lo, hi = expected
-            try:
-                value = float(measured)
-            except (TypeError, ValueError) as err:
-                raise ShammieError(f"claim {name!r}: a range needs a numeric measurement, got {measured!r}") from err
-            passed = math.isfinite(value) and (lo is None or value >= lo) and (hi is None or value <= hi)
-        item = Claim(
-            name=name,
-            statement=statement,
-            measured=to_jsonable(measured),
-            expected=to_jsonable(expected),
-            reproduced=bool(passed),
-            source=source,
-            note=note,
-        )
-        self.claims = [c for c in self.claims if c.name != name] + [item]
+    def preregister(self, name: str, statement: str, rule: Rule, *, paper: Any = None, source: str = "",
+                    note: str = "", unit: str = "seed") -> None:
+        """Fix a claim's statement and rule before its experiment runs (see `shammie.claims`)."""
+        if not isinstance(rule, Rule):
+            raise ShammieError(f"claim {name!r}: rule must be a shammie.claims.Rule (above/below/within/exact)")
+        if name in self.registered or any(c.name == name for c in self.claims):
+            raise ShammieError(f"claim {name!r} is already registered: a rule is fixed once")
+        self.registered[name] = {"statement": statement, "rule": rule, "paper": to_jsonable(paper),
+                                 "source": source, "note": note, "unit": unit}
         self.write()
-        return item
+
+    def claim(self, name: str, values: Any, statement: str | None = None, rule: Rule | None = None, *,
+              paper: Any = None, source: str = "", note: str = "", unit: str = "seed",
+              preconditions: Sequence[Precondition] = ()) -> ClaimRecord:
+        """Judge claim `name` on `values` (one per seed or pair) by its rule and record the verdict.
+
+        A preregistered claim takes only its values (and preconditions); otherwise give the statement
+        and rule here. At the quick and full profiles a stochastic rule needs at least 3 values.
+        """
+        if name in self.registered:
+            if statement is not None or rule is not None:
+                raise ShammieError(f"claim {name!r} was preregistered: its statement and rule are fixed; "
+                                   "pass only the values and preconditions")
+            reg = self.registered.pop(name)
+            statement, rule = reg["statement"], reg["rule"]
+            paper, source, unit = reg["paper"], reg["source"], reg["unit"]
+            note = "; ".join(n for n in (reg["note"], note) if n)
+        elif statement is None or rule is None:
+            raise ShammieError(f"claim {name!r}: give its statement and rule (or preregister it first)")
+        rec = evaluate_claim(name, statement, to_jsonable(values), rule, paper=to_jsonable(paper), source=source,
+                             note=note, unit=unit, preconditions=preconditions)
+        if rule.stochastic and self.profile != "smoke" and rec.n < MIN_SEEDS:
+            raise ShammieError(f"claim {name!r}: {rec.n} {unit}(s) at profile {self.profile!r}; a stochastic claim "
+                               f"needs at least {MIN_SEEDS} (make the experiment cheaper, not the seeds fewer)")
+        self.claims = [c for c in self.claims if c.name != name] + [rec]
+        self.write()
+        return rec
+
+    def check(self, name: str, statement: str, value: Any, expected: Any = None, ok: bool | None = None,
+              note: str = "") -> CheckRecord:
+        """Record an invariant of correct code (not a reproduction); a failed check fails `finish()`."""
+        rec = evaluate_check(name, statement, to_jsonable(value), to_jsonable(expected), ok, note)
+        self.checks = [c for c in self.checks if c.name != name] + [rec]
+        self.write()
+        return rec
+
+    def close_registrations(self) -> None:
+        """Record every preregistered claim that was never measured as inconclusive."""
+        for name, reg in list(self.registered.items()):
+            rule = reg["rule"]
+            rec = ClaimRecord(name=name, statement=reg["statement"], values=[], rule=rule.to_dict(),
+                              verdict="inconclusive", reason="no measurement was recorded", n=0, mean=math.nan,
+                              sd=math.nan, ci=None, ci_method="", p_value=None, paper=reg["paper"],
+                              source=reg["source"], note=reg["note"], unit=reg["unit"])
+            self.claims.append(rec)
+        self.registered.clear()
+        self.write()
 
     def add_figure(self, filename: str) -> None:
         """Note that the run folder holds figure `filename`."""
@@ -170,7 +194,10 @@ class Recorder:
             "seed": self.seed,
             "config": to_jsonable(self.config),
             "metrics": self.metrics,
-            "claims": [asdict(c) for c in self.claims],
+            "claims": [to_jsonable(c.to_dict()) for c in self.claims],
+            "checks": [to_jsonable(c.to_dict()) for c in self.checks],
+            "preregistered": [{"name": k, "statement": v["statement"], "rule": v["rule"].to_dict()}
+                              for k, v in self.registered.items()],
             "figures": list(self.figures),
         }
 
@@ -179,17 +206,29 @@ class Recorder:
         write_json_atomic(self.path, self.to_dict())
 
     def claims_frame(self):
-        """The claims as a pandas DataFrame, for display at the end of a notebook."""
+        """The claims as a pandas DataFrame: statement, n, mean, CI, rule, paper, verdict."""
         import pandas as pd
 
-        rows = [
-            {
-                "claim": c.statement,
-                "measured": c.measured,
-                "expected": c.expected if isinstance(c.expected, str) else f"{c.expected[0]} .. {c.expected[1]}",
-                "reproduced": "yes" if c.reproduced else "NO",
-                "source": c.source,
-            }
-            for c in self.claims
-        ]
-        return pd.DataFrame(rows, columns=["claim", "measured", "expected", "reproduced", "source"])
+        from .report import format_value
+
+        rows = [{
+            "claim": c.statement,
+            "n": c.n,
+            "mean": format_value(c.mean),
+            "CI": format_value(c.ci) if c.ci else "–",
+            "rule": c.rule["text"],
+            "paper": format_value(c.paper) if c.paper is not None else "–",
+            "verdict": c.verdict if not c.verdict == "inconclusive" else f"inconclusive: {c.reason}",
+        } for c in self.claims]
+        return pd.DataFrame(rows, columns=["claim", "n", "mean", "CI", "rule", "paper", "verdict"])
+
+    def checks_frame(self):
+        """The checks as a pandas DataFrame: statement, value, expected, ok."""
+        import pandas as pd
+
+        from .report import format_value
+
+        rows = [{"check": c.statement, "value": format_value(c.value),
+                 "expected": format_value(c.expected) if c.expected is not None else "–",
+                 "ok": "yes" if c.ok else "FAILED"} for c in self.checks]
+        return pd.DataFrame(rows, columns=["check", "value", "expected", "ok"])

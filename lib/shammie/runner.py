@@ -205,8 +205,18 @@ def run_notebook(nb: Path, params: dict[str, Any], out_dir: Path, cell_timeout: 
         "parameters": params,
         "metrics": metrics.get("metrics", {}),
         "claims": metrics.get("claims", []),
+        "checks": metrics.get("checks", []),
         "figures": [f"{nb.stem}/{f}" for f in metrics.get("figures", [])],
     }
+
+
+def _counts_text(results: list[dict[str, Any]]) -> str:
+    """'claims: 3 reproduced, 1 not reproduced, 0 inconclusive (of 4); checks 5/5 hold'."""
+    from .report import verdict_counts
+
+    k = verdict_counts(results)
+    return (f"claims: {k['reproduced']} reproduced, {k['not reproduced']} not reproduced, {k['inconclusive']} "
+            f"inconclusive (of {k['claims']}); checks {k['checks'] - k['checks_failed']}/{k['checks']} hold")
 
 
 def _point_link(link: Path, target: Path) -> None:
@@ -237,9 +247,7 @@ def execute_plan(plan: RunPlan, echo=print) -> dict[str, Any]:
         echo(f"[{i}/{len(plan.notebooks)}] {nb.stem} ({plan.profile}) ...", flush=True)
         result = run_notebook(nb, plan.parameters[nb.stem], plan.run_dir / nb.stem, plan.cell_timeout)
         summary["notebooks"].append(result)
-        claims = result["claims"]
-        ok = sum(c["reproduced"] for c in claims)
-        line = f"    {result['status']} in {result['runtime_s']:.0f} s; claims reproduced {ok}/{len(claims)}"
+        line = f"    {result['status']} in {result['runtime_s']:.0f} s; {_counts_text([result])}"
         if result["peak_memory_mb"]:
             line += f"; peak memory {result['peak_memory_mb']:.0f} MiB"
         if result["error"]:
@@ -288,9 +296,7 @@ def _cmd_run(args) -> int:
     plan = plan_run(args.profile, args.only, args.out, overrides, seed=args.seed, cell_timeout=args.cell_timeout)
     print(f"shammie: running {len(plan.notebooks)} notebook(s) at profile {plan.profile!r} into {plan.run_dir}")
     summary = execute_plan(plan)
-    n_claims = sum(len(r["claims"]) for r in summary["notebooks"])
-    n_ok = sum(c["reproduced"] for r in summary["notebooks"] for c in r["claims"])
-    print(f"shammie: {summary['status']} in {summary['elapsed_s']:.0f} s; {n_ok}/{n_claims} claims reproduced; "
+    print(f"shammie: {summary['status']} in {summary['elapsed_s']:.0f} s; {_counts_text(summary['notebooks'])}; "
           f"report: {plan.run_dir / 'index.html'}")
     if summary["status"] != "ok":
         failed = ", ".join(r["notebook"] for r in summary["notebooks"] if r["status"] != "ok")

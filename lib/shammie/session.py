@@ -3,7 +3,8 @@ bind a results recorder to the run folder, and print what is running where.
 
     run = shammie.start("00_getting_started", GettingStartedConfig, profile=profile, seed=seed,
                         device=device, out_dir=out_dir, epochs=epochs)
-    run.cfg, run.device, run.record(...), run.claim(...), run.savefig(fig, "name"), run.finish()
+    run.cfg, run.device, run.record(...), run.preregister(...), run.claim(...), run.check(...),
+    run.md("...{x:.2f}...", x=...), run.savefig(fig, "name"), run.finish()
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from .core import (
     seed_everything,
 )
 from .plotting import save_figure, set_theme
-from .results import Recorder, write_json_atomic
+from .prose import claim_sentence, claims_markdown, render
+from .results import Recorder, to_jsonable, write_json_atomic
 
 __all__ = ["Run", "start", "peak_memory_mb"]
 
@@ -80,10 +82,45 @@ class Run:
         """Record a metric (see Recorder.record)."""
         return self.recorder.record(name, value)
 
-    def claim(self, name: str, statement: str, measured: Any, expected: Any, passed: bool | None = None,
-              source: str = "", note: str = ""):
-        """Record a paper claim and whether it reproduced (see Recorder.claim)."""
-        return self.recorder.claim(name, statement, measured, expected, passed, source, note)
+    def preregister(self, name: str, statement: str, rule, *, paper: Any = None, source: str = "",
+                    note: str = "", unit: str = "seed") -> None:
+        """Fix a claim's statement, rule and the paper's number before the experiment (see Recorder.preregister)."""
+        self.recorder.preregister(name, statement, rule, paper=paper, source=source, note=note, unit=unit)
+
+    def claim(self, name: str, values: Any, statement: str | None = None, rule=None, *, paper: Any = None,
+              source: str = "", note: str = "", unit: str = "seed", preconditions=()):
+        """Judge a paper claim on per-seed (or per-pair) `values` by its rule (see Recorder.claim)."""
+        return self.recorder.claim(name, values, statement, rule, paper=paper, source=source, note=note,
+                                   unit=unit, preconditions=preconditions)
+
+    def check(self, name: str, statement: str, value: Any, expected: Any = None, ok: bool | None = None,
+              note: str = ""):
+        """Record an identity or invariant of correct code; a failed one fails the notebook at finish()."""
+        rec = self.recorder.check(name, statement, value, expected, ok, note)
+        if not rec.ok:
+            print(f"CHECK FAILED: {statement}: value {value!r}, expected {expected!r}", file=sys.stderr)
+        return rec
+
+    def md(self, template: str, /, **values: Any):
+        """Markdown rendered from recorded numbers: `template.format(**values)`, numbers to 4 significant
+        digits unless a format spec is given (see shammie.prose.render)."""
+        from IPython.display import Markdown
+
+        return Markdown(render(template, **values))
+
+    def claim_record(self, name: str) -> dict[str, Any]:
+        """A recorded claim as a dict (as in metrics.json), to render prose from."""
+        for c in self.recorder.claims:
+            if c.name == name:
+                return to_jsonable(c.to_dict())
+        raise ShammieError(f"no claim named {name!r} has been judged yet")
+
+    def results_md(self, names: list[str] | None = None):
+        """The verdict of each judged claim (all, or `names`) as markdown sentences rendered from the records."""
+        from IPython.display import Markdown
+
+        chosen = [c for c in self.recorder.claims if names is None or c.name in names]
+        return Markdown("\n".join(f"- {claim_sentence(to_jsonable(c.to_dict()))}" for c in chosen))
 
     def savefig(self, fig: plt.Figure, name: str) -> Path:
         """Save `fig` as `<out_dir>/<name>.png`; it is still shown inline by the notebook."""
@@ -125,10 +162,20 @@ class Run:
         })
 
     def finish(self):
-        """Write the final metrics and run info, and return the claims as a table to display."""
-        self.recorder.write()
+        """Close the record: preregistered claims never measured become inconclusive; write the final
+        metrics and run info; return the claims and checks tables to display. A failed check fails the
+        notebook here (after everything was written), naming each failed check."""
+        from IPython.display import Markdown
+
+        self.recorder.close_registrations()
+        failed = [c for c in self.recorder.checks if not c.ok]
+        if failed:
+            self._write_info(status="failed")
+            names = "; ".join(f"{c.name} ({c.statement}: value {c.value!r}, expected {c.expected!r})" for c in failed)
+            raise ShammieError(f"{len(failed)} check(s) failed, so the code is not doing what it should: {names}")
         self._write_info(status="finished")
-        return self.recorder.claims_frame()
+        data = self.recorder.to_dict()
+        return Markdown(claims_markdown(data["claims"], data["checks"]))
 
     def __repr__(self) -> str:
         return f"Run({self.notebook!r}, profile={self.cfg.profile!r}, seed={self.seed}, device={self.device}, out_dir={str(self.out_dir)!r})"
