@@ -25,6 +25,7 @@ from shammie.connectivity import (
     ResNet20,
     UnsupportedLayerError,
     _CrossMoments,
+    _Moments,
     align,
     apply_permutation,
     barrier,
@@ -37,7 +38,11 @@ from shammie.connectivity import (
     interpolation_curve,
     match_activations,
     match_weights,
+    max_output_gap,
+    pair_seeds,
+    pair_slopes,
     parse_network,
+    per_pair,
     permutation_spec,
     permute_state,
     random_permutations,
@@ -263,6 +268,59 @@ def test_correlation_matches_numpy():
     np.testing.assert_allclose(acc.correlation().numpy(), expected, atol=1e-6)
 
 
+@pytest.mark.parametrize("offset", [0.0, 750.0, 3000.0])
+def test_correlation_with_large_offsets_matches_float64(offset):
+    """Units whose mean is hundreds of times their spread: correlations stay in [-1, 1], agree with a float64
+    reference, and a planted permutation is recovered (E[ab] - E[a]E[b] from float32 sums broke this)."""
+    g = torch.Generator().manual_seed(3)
+    n, units = 2000, 32
+    base = torch.randn(n, units, generator=g, dtype=torch.float64)
+    planted = torch.randperm(units, generator=g)
+    a = (base + offset).float()
+    b = (base[:, planted] + 0.3 * torch.randn(n, units, generator=g, dtype=torch.float64) + offset).float()
+    acc = _CrossMoments()
+    for i in range(0, n, 256):
+        acc.add(a[i : i + 256], b[i : i + 256])
+    corr = acc.correlation().numpy()
+    a64, b64 = a.double().numpy(), b.double().numpy()
+    expected = np.corrcoef(a64.T, b64.T)[:units, units:]
+    np.testing.assert_allclose(corr, expected, atol=2e-4)
+    assert np.abs(corr).max() <= 1.0
+    # B's unit planted^-1[i] is A's unit i
+    from scipy.optimize import linear_sum_assignment
+
+    cols = linear_sum_assignment(corr, maximize=True)[1]
+    assert np.array_equal(cols, torch.argsort(planted).numpy())
+
+
+def test_channel_moments_with_large_offsets():
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(5000, 8, generator=g, dtype=torch.float64) * 0.5 + 1000.0
+    m = _Moments()
+    for i in range(0, 5000, 500):
+        m.add(x[i : i + 500].float())
+    mean, var = m.mean_var()
+    xf = x.float().double()
+    torch.testing.assert_close(mean, xf.mean(0), atol=1e-4, rtol=0)
+    torch.testing.assert_close(var, xf.var(0, unbiased=False), atol=0, rtol=1e-3)
+
+
+def test_activation_matching_with_large_offsets_recovers_planted_permutation():
+    """A hidden layer whose units sit at a mean ~750x their spread: matching still finds the plant."""
+    torch.manual_seed(0)
+    model = MLP(40, 10, hidden=(48,))
+    x = torch.randn(2000, 40, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        lin = model.blocks[0][0]
+        lin.bias.copy_(750.0 * (x @ lin.weight.T).std(0))  # mean / std of each unit's output ~ 750
+    spec = permutation_spec(model)
+    planted = random_permutations(spec, torch.Generator().manual_seed(5))
+    copy_b = apply_permutation(model, planted, spec)
+    result = match_activations(model, copy_b, x, batch_size=250)
+    assert torch.equal(result.perms["blocks.0"], torch.argsort(planted["blocks.0"]))
+    assert result.objective["blocks.0"] == pytest.approx(1.0, abs=1e-3)
+
+
 # --------------------------------------------------------------------------------------------
 # Interpolation and REPAIR
 
@@ -410,6 +468,32 @@ def test_different_widths_are_refused():
         interpolate(a, b, 0.5)
 
 
+def test_different_module_configurations_are_refused():
+    """Same types, keys and shapes, different strides (or padding, or head): refused, naming the difference."""
+    a = CNN1d(40, 10, channels=(8, 8), strides=(1, 2), head="gap")
+    b = CNN1d(40, 10, channels=(8, 8), strides=(1, 1), head="gap")
+    assert all(a.state_dict()[k].shape == v.shape for k, v in b.state_dict().items())
+    with pytest.raises(ArchitectureMismatchError, match=r"stride=\(2,\) in A but stride=\(1,\) in B"):
+        check_compatible(a, b)
+    x = torch.randn(16, 40)
+    with pytest.raises(ArchitectureMismatchError, match="configured differently"):
+        interpolate(a, b, 0.5)
+    with pytest.raises(ArchitectureMismatchError, match="configured differently"):
+        match_activations(a, b, x)
+    with pytest.raises(ArchitectureMismatchError, match="configured differently"):
+        match_weights(a, b)
+    c = CNN1d(40, 10, channels=(8, 8), strides=(1, 2), head="gap", kernel_size=3)
+    d = CNN1d(40, 10, channels=(8, 8), strides=(1, 2), head="gap", kernel_size=3)
+    with torch.no_grad():
+        d.blocks[0][0].padding = (0,)
+    with pytest.raises(ArchitectureMismatchError, match="padding"):
+        check_compatible(c, d)
+    # what does not change the function is not compared: BatchNorm momentum (reset_bn_stats sets None)
+    e, f = MLP(40, 10, hidden=(8,), batchnorm=True), MLP(40, 10, hidden=(8,), batchnorm=True)
+    f.blocks[0][1].momentum = None
+    check_compatible(e, f)
+
+
 def test_different_architectures_are_refused():
     x = torch.randn(8, 40)
     with pytest.raises(ArchitectureMismatchError, match="different architectures: MLP vs CNN1d"):
@@ -525,3 +609,62 @@ def test_full_profile_path_on_stand_in_cifar(monkeypatch):
     sa, sb, so = (channel_stats(m, data.calib, points) for m in (fa, fb, out))
     for p in points:
         torch.testing.assert_close(so[p][1], 0.5 * (sa[p][1] + sb[p][1]), atol=1e-4, rtol=1e-3)
+
+
+# --------------------------------------------------------------------------------------------
+# Pairs, trends and the identity checks of the notebook
+
+
+def test_pair_seeds_are_disjoint():
+    seeds = pair_seeds(7, 3)
+    assert seeds == [(7, 8), (9, 10), (11, 12)]
+    flat = [s for p in seeds for s in p]
+    assert len(set(flat)) == len(flat)
+
+
+def test_pair_slopes_and_per_pair():
+    rows = [{"pair": p, "width": w, "value": 0.1 * p + slope * np.log2(w), "method": "m"}
+            for p, slope in ((0, 0.05), (1, 0.1), (2, -0.02)) for w in (16, 64, 256)]
+    t = pd.DataFrame(rows)
+    np.testing.assert_allclose(pair_slopes(t, "width", "value", log2_x=True), [0.05, 0.1, -0.02], atol=1e-12)
+    np.testing.assert_allclose(per_pair(t.sample(frac=1, random_state=0), "value", width=16, method="m"),
+                               [0.1 * p + s * 4 for p, s in ((0, 0.05), (1, 0.1), (2, -0.02))])
+    with pytest.raises(ShammieError, match="two distinct"):
+        pair_slopes(t[t.width == 16], "width", "value")
+    with pytest.raises(ShammieError, match="no rows"):
+        per_pair(t, "value", width=3)
+
+
+def test_barrier_summary_per_pair_and_normalised():
+    rows = []
+    for pair, mid in ((0, 0.5), (1, 0.7)):
+        for method, m in (("aligned", mid), ("aligned + REPAIR", 0.85)):
+            c = _curve([0.9, m, 0.9], [0.1, 1.0, 0.1])
+            c.insert(0, "method", method)
+            c.insert(0, "variant", "folded")
+            c.insert(0, "network", "mlp-64")
+            c.insert(3, "pair", pair)
+            rows.append(c)
+    s = barrier_summary(pd.concat(rows))
+    rep = s[s.method == "aligned + REPAIR"].sort_values("pair")
+    np.testing.assert_allclose(rep["reduction"], [1 - 0.05 / 0.4, 1 - 0.05 / 0.2])
+    np.testing.assert_allclose(rep["norm_barrier"], [0.05 / 0.9, 0.05 / 0.9])
+
+
+def test_max_output_gap_is_zero_for_a_permuted_copy():
+    model, x = _trained_like("cnn_gap_bn")
+    spec = permutation_spec(model)
+    b = apply_permutation(model, random_permutations(spec, torch.Generator().manual_seed(1)), spec)
+    assert max_output_gap(model, b, x) < 1e-4
+    assert max_output_gap(model, fold_batchnorm(model), x) < 1e-3
+
+
+def test_config_pairs_depths_and_split():
+    quick = ConnectivityConfig.for_profile("quick")
+    assert quick.pairs >= 3 and len(quick.depths) >= 3 and len({n for n in quick.networks if n.startswith("mlp")}) >= 3
+    with pytest.raises(ConfigError, match="train_split"):
+        ConnectivityConfig.for_profile("quick", train_split=1.0)
+    with pytest.raises(ConfigError, match="depth sweep"):
+        ConnectivityConfig.for_profile("quick", depth_network="cnn-16")
+    with pytest.raises(ConfigError, match="pairs"):
+        ConnectivityConfig.for_profile("quick", pairs=0)
