@@ -266,7 +266,7 @@ def test_warm_started_path_matches_cold_solves(task):
 def test_numpy_and_torch_iterations_agree(task, monkeypatch):
     beta = 0.05 * lambda_max(task.X_train, task.y_train)
     a = solve_convex(task.X_train, task.y_train, beta, tol=1e-12)
-    monkeypatch.setattr(ca, "_NUMPY_MAX_ELEMENTS", 0)
+    monkeypatch.setattr(ca.solver, "_NUMPY_MAX_ELEMENTS", 0)
     b = solve_convex(task.X_train, task.y_train, beta, tol=1e-12)
     assert torch.allclose(a.Z, b.Z, atol=1e-10) and a.iterations == b.iterations
 
@@ -442,3 +442,131 @@ def test_modular_task_and_gated_features():
         )
     with pytest.raises(ConvexAttentionError, match="prime"):
         modular_task(8, "div")
+
+
+# -- the solver's stopping rule and beta = 0 (issue 14) ---------------------------------------------
+
+
+@pytest.mark.parametrize("noise", [1e-3, 0.0])
+@pytest.mark.parametrize("frac", [1e-3, 1e-4])
+def test_converged_agrees_with_the_reported_gap_on_low_noise_problems(noise, frac):
+    """The old stopping test computed ||r||^2 on the Gram matrix (z.Kz - 2 z.b + y.y), which cancels
+    when the residual is small: the solver said converged while the gap it reported was 50-400x the
+    tolerance. Now `converged` is decided on the very gap that is reported."""
+    for seed in range(3):
+        t = planted_task(200, 5, 8, 8, (1, 5), noise=noise, seed=seed)
+        beta = frac * lambda_max(t.X_train, t.y_train)
+        for tol in (1e-10, 1e-12):
+            sol = solve_convex(t.X_train, t.y_train, beta, tol=tol, max_iter=4000)
+            assert sol.gap >= 0 and sol.dual <= sol.objective
+            assert sol.converged == (sol.gap <= tol * sol.scale)
+            if sol.converged:
+                assert sol.relative_gap <= tol * (1 + 1e-12)
+                # an independent evaluation of the certificate agrees
+                again = duality_gap(sol.Z, t.X_train, t.y_train, beta)
+                assert again["relative_gap"] <= 2 * tol
+                assert math.isclose(again["primal"], sol.objective, rel_tol=1e-12)
+
+
+def test_the_certificate_is_a_true_lower_bound_and_never_negative(task, solved):
+    beta, sol = solved
+    for eps in (0.0, 1e-8, 1e-4, 1e-1):
+        Z = sol.Z + eps * torch.randn(sol.Z.shape, generator=torch.Generator().manual_seed(1), dtype=D)
+        cert = duality_gap(Z, task.X_train, task.y_train, beta)
+        assert cert["gap"] >= 0
+        assert cert["dual"] <= sol.objective * (1 + 1e-12)  # a lower bound on the optimum
+        assert math.isclose(cert["primal"], convex_objective(Z, task.X_train, task.y_train, beta), rel_tol=1e-12)
+
+
+@pytest.mark.parametrize("N", [200, 20])
+def test_beta_zero_is_certified_as_least_squares(N):
+    """beta = 0 used to run FISTA's whole budget and report `converged=False` at the least-squares
+    optimum (the dual scale is 0). Now it is solved and certified as least squares, also when the fit
+    interpolates (N < n d: objective at rounding level)."""
+    t = planted_task(N, 5, 6, 5, (1, 4), noise=0.1, seed=4)
+    sol = solve_convex(t.X_train, t.y_train, 0.0, tol=1e-10)
+    assert sol.converged and sol.iterations == 0 and sol.gap >= 0
+    A = t.X_train.reshape(N, -1)
+    ref = torch.linalg.lstsq(A, t.y_train[:, None], driver="gelsd").solution[:, 0]
+    assert math.isclose(
+        sol.objective, 0.5 * float(((A @ ref - t.y_train) ** 2).sum()), rel_tol=1e-9, abs_tol=1e-20
+    )
+    if N >= 30:  # a unique minimizer
+        assert torch.allclose(sol.Z.reshape(-1), ref, atol=1e-10)
+    cert = duality_gap(sol.Z, t.X_train, t.y_train, 0.0)
+    assert cert["relative_gap"] <= 1e-10
+    # a worse point is not certified
+    assert duality_gap(sol.Z + 0.01, t.X_train, t.y_train, 0.0)["relative_gap"] > 1e-6 or N < 30
+
+
+# -- the experiments: softmax teacher, token contributions, tuning, the speed race ------------------
+
+
+def test_softmax_teacher_task_is_deterministic_scaled_and_outside_the_convex_class():
+    a = ca.softmax_teacher_task(150, 50, 300, 6, 4, noise=0.0, seed=2)
+    b = ca.softmax_teacher_task(150, 50, 300, 6, 4, noise=0.0, seed=2)
+    assert torch.equal(a.X_train, b.X_train) and torch.equal(a.y_test, b.y_test)
+    assert torch.allclose(a.predict(a.X_test), a.y_test)  # noise 0: the targets are the teacher's outputs
+    assert 0.8 < float(torch.cat([a.y_train, a.y_val, a.y_test]).std()) < 1.2
+    # the best convex model (least squares, beta = 0) cannot fit the noiseless teacher
+    ls = solve_convex(a.X_train, a.y_train, 0.0)
+    assert ca.mse(convex_predict(ls.Z, a.X_test), a.y_test) > 0.05
+    with pytest.raises(ConvexAttentionError):
+        ca.softmax_teacher_task(10, 10, 10, 4, 3, sharpness=0.0)
+
+
+def test_token_contributions_split_every_prediction_exactly(task):
+    X = task.X_test[:50]
+    Z = torch.randn(task.tokens, X.shape[2], dtype=D)
+    assert torch.allclose(ca.token_contributions(Z, X).sum(1), convex_predict(Z, X), atol=1e-12)
+    heads = random_heads(3, task.tokens, X.shape[2], seed=4)
+    assert torch.allclose(ca.token_contributions(heads, X).sum(1), heads_predict(heads, X), atol=1e-12)
+    m = ca.SoftmaxAttention(task.tokens, X.shape[2], 2, 3, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(ca.token_contributions(m, X).sum(1), m(X), atol=1e-12)
+
+
+def test_effective_tokens_counts_the_tokens_a_prediction_uses():
+    X = torch.randn(40, 5, 3, dtype=D)
+    one = torch.zeros(5, 3, dtype=D)
+    one[2] = torch.tensor([1.0, -2.0, 0.5], dtype=D)
+    assert ca.effective_tokens(one, X) == pytest.approx(1.0)
+    # the same contribution from every token: n effective tokens
+    Xs = torch.ones(4, 5, 3, dtype=D)
+    assert ca.effective_tokens(torch.ones(5, 3, dtype=D), Xs) == pytest.approx(5.0)
+    two = one.clone()
+    two[4] = one[2]
+    assert 1.0 < ca.effective_tokens(two, X) <= 2.0 + 1e-12
+    assert ca.effective_tokens(torch.zeros(5, 3, dtype=D), X) == 0.0
+
+
+def test_tune_convex_keeps_the_penalty_with_the_lowest_validation_error():
+    t = planted_task(120, 300, 6, 5, (1, 4), noise=0.3, seed=5)
+    Xv, yv, Xq, yq = t.X_test[:150], t.y_test[:150], t.X_test[150:], t.y_test[150:]
+    tc = ca.tune_convex(t.X_train, t.y_train, Xv, yv, points=12, min_frac=1e-3, X_test=Xq, y_test=yq)
+    assert tc.val_mse == min(tc.path_val_mse) and tc.beta in tc.path_betas
+    assert tc.val_mse < tc.path_val_mse[0]  # better than Z = 0 at lambda_max
+    assert math.isclose(tc.test_mse, ca.mse(convex_predict(tc.Z, Xq), yq))
+
+
+def test_tune_softmax_keeps_the_setting_with_the_lowest_validation_error():
+    t = ca.softmax_teacher_task(80, 40, 40, 4, 3, seed=1)
+    ts = ca.tune_softmax(t.X_train, t.y_train, t.X_val, t.y_val, lrs=(0.01, 0.05), decays=(0.0, 1.0), steps=30,
+                         X_test=t.X_test, y_test=t.y_test)
+    assert len(ts.grid) == 4 and ts.val_mse == min(g["val_mse"] for g in ts.grid)
+    assert (ts.lr, ts.decay) in {(g["lr"], g["decay"]) for g in ts.grid}
+
+
+def test_early_stopping_and_the_speed_race(task, solved):
+    beta, sol = solved
+    target = sol.objective * (1 + 1e-2)
+    fit = train_nonconvex(task.X_train, task.y_train, task.tokens, beta, steps=3000, lr=0.3, seed=0,
+                          stop_below=target, show_progress=False)
+    assert fit.history[-1] <= target and all(h > target for h in fit.history[:-1])
+    assert len(fit.times) == len(fit.history)
+    race = ca.race_to_optimum(task.X_train, task.y_train, beta, sol.history, sol.times, sol.objective,
+                              heads=task.tokens, lrs=(0.001, 0.3), steps=400, tol=1e-2, seed=0)
+    assert race.adam_steps[0.001] is None  # too slow for the budget
+    assert race.best_lr == 0.3 and race.best_adam_steps == len(race.fits[0.3].history) - 1
+    assert race.fista_steps is not None and race.fista_steps < race.best_adam_steps
+    assert race.log10_ratio() == pytest.approx(math.log10(race.best_adam_steps / race.fista_steps))
