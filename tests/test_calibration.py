@@ -15,7 +15,9 @@ from torch import nn
 from torchmetrics.functional.classification import multiclass_calibration_error
 
 from shammie.calibration import (
+    ENSEMBLE,
     LATES,
+    BestLayerTS,
     CalibrationInputError,
     EqualWeightLATES,
     LatesConfig,
@@ -25,9 +27,11 @@ from shammie.calibration import (
     Uncalibrated,
     VectorScaling,
     accuracy,
+    add_ensemble_rows,
     auroc_correct,
     bootstrap_ci,
     brier,
+    build_mc_backbone,
     calibration_metrics,
     classwise_ece,
     compare_methods,
@@ -40,6 +44,7 @@ from shammie.calibration import (
     mce,
     nll,
     paired_test,
+    per_seed_diff,
     reliability_data,
     resnet18_with_dropout,
     severity_table,
@@ -126,6 +131,54 @@ def test_equal_mass_ece_bins_hold_equal_counts_and_match_a_direct_computation():
     rd = reliability_data(p, y, binning="mass")
     assert set(rd["count"]) == {200}
     assert (rd["lower"].to_numpy()[1:] >= rd["upper"].to_numpy()[:-1]).all()  # bins ordered by confidence
+
+
+def test_equal_mass_ece_does_not_depend_on_the_order_of_tied_examples():
+    # 600 examples, a third of them saturated at confidence exactly 1.0 (some right, some wrong), the rest
+    # on a coarse grid of tied values: the same examples in any order must give the same ECE and bins
+    rng = np.random.default_rng(0)
+    n, k = 600, 4
+    conf = np.concatenate([np.ones(200), rng.choice([0.4, 0.55, 0.7, 0.85], size=400)])
+    pred = rng.integers(0, k, n)
+    p = np.zeros((n, k))
+    rest = (1 - conf) / (k - 1)
+    p[:] = rest[:, None]
+    p[np.arange(n), pred] = conf
+    y = np.where(rng.random(n) < np.clip(conf - 0.1, 0, 1), pred, (pred + 1) % k)
+    values = set()
+    for order_seed in range(6):
+        order = np.random.default_rng(order_seed).permutation(n)
+        values.add(ece(p[order], y[order], binning="mass", kind="probs"))
+        rd = reliability_data(p[order], y[order], binning="mass", kind="probs")
+        assert rd["count"].sum() == n
+        full = rd[rd["count"] > 0]
+        assert (full["lower"].to_numpy()[1:] > full["upper"].to_numpy()[:-1]).all()  # a tie never spans two bins
+    assert len({round(v, 12) for v in values}) == 1
+    # the same value as a direct computation that groups equal confidences by value
+    groups = [np.flatnonzero(conf == c) for c in np.unique(conf)]
+    hit = (pred == y).astype(float)
+    assert ece(p, y, binning="mass", kind="probs") == pytest.approx(_naive_ece(conf, hit, groups), abs=1e-12)
+    # all confidences equal: one bin, ECE = |accuracy - confidence|
+    flat = np.full((50, 2), 0.5)
+    yy = np.r_[np.zeros(30, int), np.ones(20, int)]
+    assert ece(flat, yy, binning="mass", kind="probs") == pytest.approx(abs(0.6 - 0.5))
+    # fewer examples than bins works and keeps every example
+    assert reliability_data(p[:5], y[:5], binning="mass", kind="probs")["count"].sum() == 5
+
+
+def test_calibrators_refuse_probabilities_instead_of_guessing():
+    z, y = random_problem(200, 5)
+    p = torch.softmax(z, 1)
+    for make in (TemperatureScaling, VectorScaling, Uncalibrated):
+        with pytest.raises(CalibrationInputError, match="takes logits.*np.log"):
+            make().fit(p, y)
+    with pytest.raises(CalibrationInputError, match="takes logits"):
+        LATES().fit(torch.stack([p, p]), y)
+    with pytest.raises(CalibrationInputError, match="takes logits"):
+        TemperatureScaling().fit(z, y).transform(p)
+    # the documented way out: log-probabilities are logits of the same distribution
+    ts = TemperatureScaling().fit(torch.log(p), y)
+    assert ts.temperature == pytest.approx(TemperatureScaling().fit(z, y).temperature, rel=1e-6)
 
 
 def test_reliability_data_reproduces_ece_and_counts():
@@ -423,10 +476,13 @@ def test_config_profiles_and_validation():
     assert LatesConfig.for_profile("smoke").seeds >= 2  # the paired test needs two seeds
     with pytest.raises(ConfigError, match="corruption"):
         LatesConfig.for_profile("quick", corruptions=("fog",))
-    with pytest.raises(ConfigError, match="dropout"):
-        LatesConfig.for_profile("quick", dropout=0.0)
+    with pytest.raises(ConfigError, match="mc_dropout"):
+        LatesConfig.for_profile("quick", mc_dropout=0.0)
+    with pytest.raises(ConfigError, match="3 blocks"):
+        LatesConfig.for_profile("quick", channels=(8, 8), strides=(1, 2))
+    assert LatesConfig.for_profile("quick").mc_samples >= 30 and LatesConfig.for_profile("quick").mc_dropout >= 0.2
     with pytest.raises(ConfigError, match="training examples"):
-        LatesConfig.for_profile("quick", num_samples=4000)
+        LatesConfig.for_profile("quick", num_samples=3000)
 
 
 def test_severity_table_and_paired_comparison_on_a_known_frame():
@@ -483,3 +539,111 @@ def test_cifar10_data_reads_cifar10c_files_and_falls_back_to_synthetic(tmp_path,
     torch.testing.assert_close(x, expected)
     assert y.tolist() == list(range(8))
     assert data.ood_source == "CIFAR-10-C + synthetic"
+
+
+# ------------------------------------------------------------------------------------------------
+# baselines that isolate the early layers, the ensemble, the MC-dropout network, per-seed claim values
+
+
+def test_best_layer_ts_picks_the_most_informative_probe_and_never_the_network():
+    z, y = layered_problem(n=3000, layers=4, seed=3)
+    z = z.clone()
+    z[1] = 2.0 * z[1]  # the same information at another scale: TS makes layers 0-2 comparable...
+    z[2] = 0.5 * z[2] + torch.randn(z[2].shape, generator=torch.Generator().manual_seed(9), dtype=torch.float64) * 3
+    best = BestLayerTS().fit(z[:, :2000], y[:2000])
+    assert best.layer in (0, 1)  # ...and layer 2, with extra noise, is worse
+    ts = TemperatureScaling().fit(z[best.layer, :2000], y[:2000])
+    np.testing.assert_allclose(best.transform(z[:, 2000:]), ts.transform(z[best.layer, 2000:]), rtol=1e-6, atol=1e-9)
+    assert best.fit_info_["val_nll"] == pytest.approx(ts.fit_info_["val_nll"], rel=1e-9)
+    with pytest.raises(CalibrationInputError, match="probe layer"):
+        BestLayerTS().fit(z[-1:, :2000], y[:2000])
+
+
+def test_method_inputs_select_the_layers_each_baseline_names():
+    from shammie.calibration.experiment import METHODS, _method_inputs
+
+    det = torch.arange(5, dtype=torch.float64).view(5, 1, 1).expand(5, 3, 2)  # layer l holds the value l
+    layers_of = lambda kind: _method_inputs(kind, det)[..., 0, 0].flatten().tolist()  # noqa: E731
+    assert layers_of("last") == [4.0]
+    assert layers_of("layers") == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert layers_of("no_last_probe") == [0.0, 1.0, 2.0, 4.0]  # layer 3 = the last probe, 4 = the network
+    assert layers_of("net_and_last_probe") == [3.0, 4.0]
+    assert METHODS["TS (net + last probe)"][1] == "net_and_last_probe"
+    assert METHODS["LATES (no last probe)"][1] == "no_last_probe"
+
+
+def _fake_results(n_seeds=3, n=400, k=4):
+    from shammie.calibration.experiment import SeedResult, _log_softmax
+
+    cfg = LatesConfig.for_profile("smoke")
+    results = []
+    for seed in range(n_seeds):
+        g = torch.Generator().manual_seed(seed)
+        lp, labels = {}, {}
+        for key in (("val", "none", 0), ("test", "none", 0), ("shift", "noise", 1)):
+            z = torch.randn(n, k, generator=g, dtype=torch.float64) * 3
+            labels[key] = torch.multinomial(torch.softmax(z / 2, 1), 1, generator=g).squeeze(1).numpy()
+            lp[key] = _log_softmax(z.numpy()).astype(np.float32)
+        results.append(SeedResult(seed=seed, rows=[], temperature=2.0, lates_weights=np.ones(2), probe_acc={},
+                                  test_logits={}, y_test=labels[("test", "none", 0)], ece_diff_ci={}, fit_info={},
+                                  net_logprobs=lp, labels=labels))
+    return cfg, results
+
+
+def test_ensemble_rows_average_two_networks_probabilities_then_fit_one_temperature():
+    cfg, results = _fake_results()
+    assert add_ensemble_rows(results, cfg) == 3 * 3
+    assert add_ensemble_rows(results, cfg) == 0  # idempotent
+    row = next(r for r in results[0].rows if r["split"] == "test")
+    a, b = (r.net_logprobs[("test", "none", 0)].astype(np.float64) for r in results[:2])
+    mix = np.log((np.exp(a) + np.exp(b)) / 2)
+    key = ("val", "none", 0)
+    va, vb = (r.net_logprobs[key].astype(np.float64) for r in results[:2])
+    ts = TemperatureScaling().fit(np.log((np.exp(va) + np.exp(vb)) / 2), results[0].labels[key])
+    y = results[0].labels[("test", "none", 0)]
+    assert row["method"] == ENSEMBLE
+    assert row["nll"] == pytest.approx(nll(ts.transform(mix), y), rel=1e-6)
+    assert row["acc"] == pytest.approx(accuracy(mix, y))
+    # one network with itself is that network, and TS on it
+    _, same = _fake_results(n_seeds=1)
+    same.append(same[0])
+    same[1] = type(same[0])(**{**same[0].__dict__, "rows": []})
+    add_ensemble_rows(same, cfg)
+    r0 = next(r for r in same[0].rows if r["split"] == "test")
+    z = same[0].net_logprobs[("test", "none", 0)].astype(np.float64)
+    ts1 = TemperatureScaling().fit(same[0].net_logprobs[key].astype(np.float64), same[0].labels[key])
+    assert r0["nll"] == pytest.approx(nll(ts1.transform(z), same[0].labels[("test", "none", 0)]), rel=1e-5)
+
+
+def test_per_seed_diff_pairs_by_seed_and_averages_the_shifted_sets():
+    import pandas as pd
+
+    rows = []
+    for seed in (2, 0, 1):  # out of order on purpose
+        for method, base in (("TS", 0.3), ("LATES", 0.1)):
+            rows.append({"seed": seed, "method": method, "split": "test", "nll": base + seed})
+            for _corruption, extra in (("a", 0.0), ("b", 1.0)):
+                rows.append({"seed": seed, "method": method, "split": "shift", "nll": base * (1 + extra) + seed})
+    df = pd.DataFrame(rows)
+    np.testing.assert_allclose(per_seed_diff(df, "LATES", "TS", "nll", "test"), [-0.2, -0.2, -0.2])
+    np.testing.assert_allclose(per_seed_diff(df, "LATES", "TS", "nll", "shift"), [-0.3, -0.3, -0.3])
+    with pytest.raises(CalibrationInputError, match="no rows"):
+        per_seed_diff(df, "VS", "TS", "nll")
+
+
+def test_mc_backbone_has_dropout_after_every_block_and_samples_differ():
+    cfg = LatesConfig.for_profile("smoke")
+
+    class D:
+        x_train = torch.zeros(4, 40)
+        num_classes = 10
+
+    model = build_mc_backbone(cfg, D())
+    for block in model.blocks:
+        assert isinstance(block[-1], nn.Dropout) and block[-1].p == cfg.mc_dropout
+    x = torch.randn(64, 40)
+    with mc_dropout_mode(model):
+        torch.manual_seed(0)
+        a = model(x)
+        b = model(x)
+    assert not torch.allclose(a, b)
