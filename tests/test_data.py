@@ -60,12 +60,46 @@ def test_mnist1d_leaves_global_rngs_alone(tmp_path, monkeypatch):
     assert (random.random(), np.random.rand()) == expected
 
 
-def test_mnist1d_damaged_cache_is_regenerated(tmp_path, monkeypatch):
+@pytest.mark.parametrize("damage", ["truncated", "empty", "garbage", "same-size-changed", "no-record"])
+def test_mnist1d_damaged_cache_is_named_rebuilt_and_run_goes_on(tmp_path, monkeypatch, damage):
+    from shammie.cache import CacheWarning, record_path, verify
+
     monkeypatch.setenv("SHAMMIE_DATA", str(tmp_path))
-    load_mnist1d(num_samples=100, seed=3)
+    good = load_mnist1d(num_samples=100, seed=3)
     (path,) = (tmp_path / "cache").glob("mnist1d-*.npz")
-    path.write_bytes(b"not a zip")
+    blob = path.read_bytes()
+    if damage == "truncated":
+        path.write_bytes(blob[: len(blob) // 2])  # was BadZipFile
+    elif damage == "empty":
+        path.write_bytes(b"")  # was EOFError
+    elif damage == "garbage":
+        path.write_bytes(b"not a zip")
+    elif damage == "same-size-changed":
+        path.write_bytes(blob[:-8] + bytes(8))
+    else:
+        record_path(path).unlink()
+    with pytest.warns(CacheWarning, match=f"{path.name}.*damaged.*rebuilding"):
+        again = load_mnist1d(num_samples=100, seed=3)
+    torch.testing.assert_close(again.x_train, good.x_train)
+    assert verify(path) is None  # rebuilt and recorded: the next read is clean
     assert load_mnist1d(num_samples=100, seed=3).x_train.shape == (80, 40)
+
+
+def test_mnist1d_cache_files_are_readable_by_others(tmp_path, monkeypatch):
+    import os
+    import stat
+
+    from shammie.cache import record_path
+
+    monkeypatch.setenv("SHAMMIE_DATA", str(tmp_path))
+    old = os.umask(0o022)
+    try:
+        load_mnist1d(num_samples=100, seed=4)
+    finally:
+        os.umask(old)
+    (path,) = (tmp_path / "cache").glob("mnist1d-*.npz")
+    for p in (path, record_path(path)):
+        assert stat.S_IMODE(p.stat().st_mode) == 0o644  # not mkstemp's 0600
 
 
 def test_mnist1d_bad_arguments():

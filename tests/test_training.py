@@ -95,3 +95,26 @@ def test_fit_cached_loads_instead_of_training(tmp_path, monkeypatch):
     assert calls == [] and hb.epochs == ha.epochs
     for p, q in zip(a.parameters(), b.parameters()):
         assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated"])
+def test_fit_cached_damaged_checkpoint_is_named_and_trained_again(tmp_path, monkeypatch, damage):
+    from shammie.cache import CacheWarning, verify
+
+    monkeypatch.setenv("SHAMMIE_DATA", str(tmp_path))
+    x, y = _planted(n=64)
+    kwargs = dict(cache_key={"data": "planted"}, tag="t", epochs=2, lr=0.01, show_progress=False)
+    torch.manual_seed(0)
+    fit_cached(MLP(5, 3, hidden=(4,)), (x, y), **kwargs)
+    (path,) = (tmp_path / "cache" / "checkpoints").glob("t-*.pt")
+    blob = path.read_bytes()
+    path.write_bytes(b"" if damage == "empty" else blob[: len(blob) // 2])  # an empty .pt was EOFError
+    torch.manual_seed(0)
+    model = MLP(5, 3, hidden=(4,))
+    with pytest.warns(CacheWarning, match=f"checkpoint .*{path.name}.*damaged"):
+        history = fit_cached(model, (x, y), **kwargs)
+    assert len(history.epochs) == 2 and verify(path) is None
+    calls = []
+    monkeypatch.setattr("shammie.training.fit", lambda *a, **k: calls.append(1))
+    fit_cached(MLP(5, 3, hidden=(4,)), (x, y), **kwargs)
+    assert calls == []  # the rebuilt checkpoint loads

@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from typing import Any, ClassVar
 
 from .core import ShammieError
 
-__all__ = ["ConfigError", "ProfileConfig", "PROFILE_NAMES", "check_type"]
+__all__ = ["ConfigError", "ProfileConfig", "PROFILE_NAMES", "check_type", "COUNT_NAMES"]
 
 PROFILE_NAMES = ("smoke", "quick", "full")
+
+#: int knobs that count something (epochs, steps, seeds, samples, ...): 0 or less never makes sense
+COUNT_NAMES = re.compile(r"(^|_)(epochs|steps|seeds|samples|n_train|n_test|batch_size|threads)$")
 
 
 class ConfigError(ShammieError, ValueError):
@@ -120,10 +124,55 @@ class ProfileConfig:
         checked = {k: check_type(k, v, hints[k]) for k, v in values.items()}
         cfg = cls(profile=profile, **checked)
         cfg.validate()
+        cfg.check_limits()
         return cfg
 
     def validate(self) -> None:
         """Check relations between fields; subclasses raise ConfigError with the fix. Default: nothing."""
+
+    #: how far past the largest profile value (usually `full`'s) an int knob may go before it is refused
+    LIMIT_FACTOR: ClassVar[int] = 10
+    #: explicit upper limits for int knobs, {name: largest allowed}; they replace the factor rule
+    LIMITS: ClassVar[dict[str, int]] = {}
+
+    @classmethod
+    def limit(cls, name: str) -> tuple[int | None, str]:
+        """The largest value int knob `name` may take, and where that limit comes from (for messages)."""
+        if name in cls.LIMITS:
+            return cls.LIMITS[name], f"{cls.__name__}.LIMITS"
+        default = next((f.default for f in dataclasses.fields(cls) if f.name == name), None)
+        values = [p.get(name, default) for p in cls.PROFILES.values()]
+        ints = [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
+        if not ints or max(ints) <= 0:
+            return None, ""
+        top = max(ints)
+        where = max((p for p in cls.PROFILES if isinstance(cls.PROFILES[p].get(name, default), int)),
+                    key=lambda p: cls.PROFILES[p].get(name, default))
+        return cls.LIMIT_FACTOR * top, f"{cls.LIMIT_FACTOR}x {top}, the largest value of any profile ({where})"
+
+    def check_limits(self) -> None:
+        """Refuse int knobs that are negative, counts below 1, and sizes far past every profile's.
+
+        A size past the limit could not fit in memory or time on the machines this workbook is
+        made for; the message names the limit. A theme allows more with `LIMITS = {name: n}`.
+        """
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "profile" or not isinstance(value, int) or isinstance(value, bool):
+                continue
+            if hints.get(f.name) not in (int, int | None, typing.Optional[int]):  # noqa: UP045
+                continue
+            if COUNT_NAMES.search(f.name) and value < 1:
+                raise ConfigError(f"{f.name}={value} must be at least 1: it counts {f.name.split('_')[-1]}")
+            if value < 0:
+                raise ConfigError(f"{f.name}={value} must not be negative")
+            top, why = self.limit(f.name)
+            if top is not None and value > top:
+                raise ConfigError(
+                    f"{f.name}={value} is past the limit {top} ({why}): a run of that size cannot fit "
+                    f"in memory or time on the machines this workbook is made for"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain JSON-able values."""
@@ -139,4 +188,5 @@ class ProfileConfig:
         checked = {k: check_type(k, v, hints[k]) for k, v in changes.items()}
         cfg = dataclasses.replace(self, **checked)
         cfg.validate()
+        cfg.check_limits()
         return cfg

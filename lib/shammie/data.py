@@ -2,16 +2,15 @@
 
 MNIST-1D (Greydanus & Kobak, arXiv 2011.14439) is made by `mnist1d.data.make_dataset`, never by
 `get_dataset` (which downloads). Generation takes seconds, so the arrays are cached under
-`data/cache/` in a file named by a hash of the generator's arguments, written atomically.
+`data/cache/` in a file named by a hash of the generator's arguments, written atomically with a
+checksum beside it (`shammie.cache`): a damaged cache file is named, rebuilt, and the run goes on.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter1d
 
+from .cache import cached_file
 from .core import ShammieError, cache_dir, data_dir
 
 __all__ = [
@@ -86,17 +86,18 @@ def _cache_key(kind: str, args: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=path.parent)
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def _save_npz(arrays: dict[str, np.ndarray], tmp: str) -> None:
+    with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
+        np.savez(f, **arrays)
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    missing = [k for k in ("x", "y", "x_test", "y_test") if k not in arrays]
+    if missing:
+        raise ValueError(f"arrays {missing} missing")
+    return arrays
 
 
 def load_mnist1d(num_samples: int = 5000, seed: int = 42, cache: bool = True, **overrides) -> ArrayDataset:
@@ -109,14 +110,8 @@ def load_mnist1d(num_samples: int = 5000, seed: int = 42, cache: bool = True, **
         raise ShammieError(f"num_samples must be an int >= 10, got {num_samples!r}")
     args = mnist1d_args(num_samples=num_samples, seed=seed, **overrides)
     path = cache_dir() / f"mnist1d-{_cache_key('mnist1d', args)}.npz"
-    arrays = None
-    if cache and path.exists():
-        try:
-            with np.load(path) as f:
-                arrays = {k: f[k] for k in f.files}
-        except (OSError, ValueError):
-            arrays = None  # a damaged cache file is regenerated
-    if arrays is None:
+
+    def generate() -> dict[str, np.ndarray]:
         from types import SimpleNamespace
 
         from mnist1d.data import make_dataset
@@ -127,9 +122,12 @@ def load_mnist1d(num_samples: int = 5000, seed: int = 42, cache: bool = True, **
         finally:
             random.setstate(py_state)
             np.random.set_state(np_state)
-        arrays = {k: np.asarray(d[k]) for k in ("x", "y", "x_test", "y_test", "t")}
-        if cache:
-            _save_npz_atomic(path, **arrays)
+        return {k: np.asarray(d[k]) for k in ("x", "y", "x_test", "y_test", "t")}
+
+    if cache:
+        arrays = cached_file(path, _load_npz, generate, _save_npz, what="MNIST-1D cache file")
+    else:
+        arrays = generate()
     return ArrayDataset(
         x_train=torch.as_tensor(arrays["x"], dtype=torch.float32),
         y_train=torch.as_tensor(arrays["y"], dtype=torch.int64),

@@ -7,8 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -19,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .cache import cached_file
 from .core import ShammieError, cache_dir, in_batch_mode
 
 __all__ = [
@@ -251,30 +250,26 @@ def fit_cached(model: nn.Module, train: Data, *, cache_key: dict[str, Any] | Non
     """`fit`, unless a checkpoint for (`tag`, `cache_key`, fit settings) exists: then load it.
 
     `cache_key` must name everything that shapes the result besides `fit_kwargs` (the data, the
-    architecture); `None` disables the cache. The checkpoint is written atomically.
+    architecture); `None` disables the cache. The checkpoint is written atomically with a checksum
+    beside it; a damaged one (empty, truncated, unloadable) is named in a warning and trained again.
     """
     if cache_key is None:
         return fit(model, train, **fit_kwargs)
     keys = {**cache_key, **{k: v for k, v in fit_kwargs.items() if k not in ("val", "device", "desc", "show_progress", "log_every")},
             "model": repr(model), "torch": torch.__version__.split("+")[0]}
     path = checkpoint_path(tag, **keys)
-    if path.exists():
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-            model.load_state_dict(state["model"])
-            model.to(fit_kwargs.get("device", "cpu")).eval()
-            return History(state["history"])
-        except (OSError, RuntimeError, KeyError):
-            pass  # damaged or incompatible: train again
-    history = fit(model, train, **fit_kwargs)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", dir=path.parent)
-    os.close(fd)
-    try:
+    device = fit_kwargs.get("device", "cpu")
+
+    def load(p: Path) -> History:
+        state = torch.load(p, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        model.to(device).eval()
+        return History(state["history"])
+
+    def train_model() -> History:
+        return fit(model, train, **fit_kwargs)
+
+    def save(history: History, tmp: str) -> None:
         torch.save({"model": {k: v.cpu() for k, v in model.state_dict().items()}, "history": history.epochs}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return history
+
+    return cached_file(path, load, train_model, save, what="checkpoint")
