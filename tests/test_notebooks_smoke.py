@@ -4,10 +4,9 @@ shows figures, and the same seed gives the same metrics.json."""
 import json
 
 import nbformat
-
-from shammie.claims import VERDICTS
 import pytest
 
+from shammie.claims import VERDICTS
 from shammie.runner import execute_plan, plan_run
 
 from conftest import NOTEBOOKS
