@@ -106,3 +106,89 @@ def test_cli_run_exit_codes(tiny_notebooks, tmp_path, monkeypatch, capsys):
     assert "FAILED notebooks: 20_broken" in captured.err and not (out / "latest").exists()
     assert main(["run", "--profile", "quick", "--only", "tiny", "--out", str(out), "-p", "steps=2"]) == 0
     assert (out / "latest-quick" / "index.html").exists() and not (out / "latest").exists()  # partial run
+
+
+# -- selection, run folders, failed notebooks' claims, execution options (issue 10 items 4 and 6) ----------
+
+
+def test_only_matches_numbers_and_name_words(tmp_path):
+    from shammie.runner import _select
+
+    names = ["00_getting_started", "01_calibration_lates", "02_mode_connectivity_repair", "10_tiny"]
+    nbs = [tmp_path / f"{n}.ipynb" for n in names]
+    pick = lambda only: [nb.stem for nb in _select(nbs, only)]  # noqa: E731
+    assert pick("0") == ["00_getting_started"]  # a number is the notebook's number, not a substring
+    assert pick("00") == ["00_getting_started"] and pick("2") == ["02_mode_connectivity_repair"]
+    assert pick("10") == ["10_tiny"] and pick("1") == ["01_calibration_lates"]
+    assert pick("calibration") == ["01_calibration_lates"] and pick("calib") == ["01_calibration_lates"]
+    assert pick("mode_conn") == ["02_mode_connectivity_repair"] and pick("repair") == ["02_mode_connectivity_repair"]
+    assert pick("0*") == names[:3] and pick("00,tiny") == ["00_getting_started", "10_tiny"]
+    assert pick("02_mode_connectivity_repair.ipynb") == ["02_mode_connectivity_repair"]
+    assert pick(None) == names
+    for empty in ("", " ", ",", "00,"):
+        with pytest.raises(ShammieError, match="empty pattern"):
+            _select(nbs, empty)
+    with pytest.raises(ShammieError, match="matches no notebook"):
+        _select(nbs, "ting")  # not the start of a word
+
+
+def test_two_runs_started_in_the_same_second_get_two_folders(tiny_notebooks, tmp_path):
+    from shammie.runner import create_run_dir
+
+    a = plan_run("smoke", out=tmp_path / "r", notebooks_dir=tiny_notebooks)
+    b = plan_run("smoke", out=tmp_path / "r", notebooks_dir=tiny_notebooks)
+    first = create_run_dir(a.run_dir.parent, a.run_dir.name)
+    second = create_run_dir(b.run_dir.parent, a.run_dir.name)
+    assert first != second and first.is_dir() and second.is_dir() and second.name == f"{first.name}-2"
+
+
+def test_cli_refuses_empty_only(capsys):
+    assert main(["run", "--only", ""]) == 2
+    assert "empty pattern" in capsys.readouterr().err
+
+
+def test_failed_notebooks_claims_are_listed_as_not_run(tmp_path):
+    from shammie.claims import above
+    from shammie.report import verdict_counts, write_index
+    from shammie.runner import _counts_text, add_not_run_claims
+
+    folder = tmp_path / "02_b"
+    folder.mkdir()
+    (folder / "metrics.json").write_text(json.dumps({"preregistered": [
+        {"name": "gain", "statement": "A beats B", "rule": above(0.0).to_dict()}]}))
+    previous = {"claims": [{"name": "gain", "statement": "A beats B", "verdict": "reproduced", "mean": 0.2},
+                           {"name": "late", "statement": "C holds", "verdict": "not reproduced", "paper": 0.5}]}
+    result = {"notebook": "02_b", "status": "failed", "error": "RuntimeError: boom", "runtime_s": 1.0, "claims": [],
+              "checks": [], "parameters": {}}
+    add_not_run_claims(result, folder, previous)
+    assert [(c["name"], c["verdict"]) for c in result["claims"]] == [("gain", "not run"), ("late", "not run")]
+    assert result["claims"][1]["paper"] == 0.5 and result["claims"][0]["rule"]["threshold"] == 0.0
+    assert verdict_counts([result])["not run"] == 2
+    assert "2 not run (notebook failed) (of 2)" in _counts_text([result])
+    write_index({"run": "r", "status": "failed", "notebooks": [result]}, tmp_path / "index.html")
+    page = (tmp_path / "index.html").read_text()
+    assert "<b>2</b> not run (notebook failed)" in page and page.count("badge nr'>not run") == 2
+    ok = {"status": "ok", "claims": []}
+    add_not_run_claims(ok, folder, previous)
+    assert ok["claims"] == []  # only failed notebooks get stubs
+
+
+def test_unreachable_scheduler_is_a_clear_error_within_seconds(tiny_notebooks, tmp_path):
+    import socket
+    import time
+
+    with socket.socket() as s:  # a free port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    plan = plan_run("smoke", out=tmp_path / "r", notebooks_dir=tiny_notebooks)
+    t0 = time.perf_counter()
+    with pytest.raises(ShammieError, match=f"cannot reach the Dask scheduler at tcp://127.0.0.1:{port}"):
+        execute_plan(plan, echo=lambda *a, **k: None, scheduler=f"127.0.0.1:{port}")
+    assert time.perf_counter() - t0 < 20
+    assert not (tmp_path / "r" / "runs").exists() or not any((tmp_path / "r" / "runs").iterdir())  # no work
+
+
+def test_jobs_must_be_positive(tiny_notebooks, tmp_path):
+    plan = plan_run("smoke", out=tmp_path / "r", notebooks_dir=tiny_notebooks)
+    with pytest.raises(ShammieError, match="--jobs must be at least 1"):
+        execute_plan(plan, echo=lambda *a, **k: None, jobs=0)

@@ -21,7 +21,7 @@ table.checks col.nb{width:15%} table.checks col.st{width:50%} table.checks col.m
 th{background:#f4f4f6;font-weight:600} td{overflow-wrap:break-word} td.num{font-variant-numeric:tabular-nums}
 .ok{color:#17703a;font-weight:600} .no{color:#b3261e;font-weight:600} .fail{background:#fdecea}
 .badge{display:inline-block;padding:.1rem .5rem;border-radius:.7rem;font-size:.85rem}
-.badge.ok{background:#e3f4e8} .badge.no{background:#fdecea} .badge.inc{background:#fff4d6;color:#8a6d00;font-weight:600} .err{font-family:monospace;font-size:.85rem;color:#b3261e;white-space:pre-wrap}
+.badge.ok{background:#e3f4e8} .badge.no{background:#fdecea} .badge.inc{background:#fff4d6;color:#8a6d00;font-weight:600} .badge.nr{background:#eceff1;color:#555;font-weight:600} .err{font-family:monospace;font-size:.85rem;color:#b3261e;white-space:pre-wrap}
 .src{color:#666;font-size:.85rem} .counts{font-size:1.1rem}
 .gallery{display:flex;flex-wrap:wrap;gap:.8rem;margin:.5rem 0 1.5rem} .gallery a{display:block;border:1px solid #ddd;border-radius:4px;padding:4px;background:#fff}
 .gallery img{height:170px;max-width:360px;object-fit:contain;display:block} .gallery span{display:block;font-size:.8rem;color:#555;text-align:center}
@@ -73,7 +73,7 @@ def seed_strip(c: dict[str, Any], width: int = 150, height: int = 28) -> str:
     return "".join(parts)
 
 
-_BADGE = {"reproduced": "ok", "not reproduced": "no", "inconclusive": "inc"}
+_BADGE = {"reproduced": "ok", "not reproduced": "no", "inconclusive": "inc", "not run": "nr"}
 
 
 def _notebook_link(result: dict[str, Any]) -> str:
@@ -92,7 +92,7 @@ def _claim_rows(claims: list[tuple[dict, dict]]) -> list[str]:
         extra += [f"precondition: {p['statement']} ({'holds' if p['holds'] else 'FAILS'}: {fmt(p['measured'])})"
                   for p in c.get("preconditions", [])]
         extra += [c["note"]] if c.get("note") else []
-        extra += [c["reason"]] if verdict == "inconclusive" and c.get("reason") else []
+        extra += [c["reason"]] if verdict in ("inconclusive", "not run") and c.get("reason") else []
         details = "".join(f"<div class='src'>{e(t)}</div>" for t in extra)
         ci = f"<div class='src'>CI {e(fmt(c['ci'][0]))} .. {e(fmt(c['ci'][1]))}</div>" if c.get("ci") else ""
         p = f"<div class='src'>p = {e(fmt(c['p_value'], '.2g'))}</div>" if c.get("p_value") is not None else ""
@@ -142,7 +142,8 @@ def write_index(summary: dict[str, Any], path: Path) -> None:
         f"<span class='{'ok' if status == 'ok' else 'no'}'>{e(status)}</span></p>",
         f"<p class='counts'>Of <b>{k['claims']}</b> claims of the papers tested across {len(nbs)} notebook(s): "
         f"<b>{k['reproduced']}</b> reproduced, <b>{k['not reproduced']}</b> not reproduced, "
-        f"<b>{k['inconclusive']}</b> inconclusive. Checks (identities of correct code, not counted as "
+        f"<b>{k['inconclusive']}</b> inconclusive"
+        + (f", <b>{k['not run']}</b> not run (notebook failed)" if k["not run"] else "") + ". Checks (identities of correct code, not counted as "
         f"reproductions): <b>{k['checks'] - k['checks_failed']}</b> of <b>{k['checks']}</b> hold.</p>",
         "<p class='src'>A claim is judged over seeds (or pairs) by a rule fixed before the run; the strip shows "
         "each seed (dots), the confidence interval (bar) and the rule's threshold (red line) or range (grey).</p>",

@@ -1,0 +1,56 @@
+"""Kernel side of the runner's progress: the notebook's own progress bars, relayed to the runner.
+
+Under the runner (batch mode) `shammie.training.progress` bars are silent in the executed notebook.
+The runner starts each kernel with `install(path)`, which makes those bars write their state,
+one plain line per refresh (at most one a second, no carriage returns), to a file that the runner
+tails; the runner prints the latest line of each running notebook now and then. Nothing here runs
+in an interactive session.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+__all__ = ["install", "LineFile"]
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+class LineFile:
+    """A file-like object for tqdm: each refresh becomes one line appended to `path`."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def write(self, text: str) -> int:
+        line = _ANSI.sub("", text).replace("\r", "").strip()
+        if line:
+            with self.path.open("a", encoding="utf-8") as fh:
+                fh.write(f"{time.time():.2f}\t{line}\n")
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def install(path: str | Path, mininterval: float = 1.0) -> None:
+    """Make `shammie.training.progress` bars report to `path` (called at kernel start by the runner).
+
+    Bars a caller disabled (`disable=True`, e.g. `show_progress=False`) stay disabled."""
+    from tqdm.std import tqdm
+
+    from . import training
+
+    sink = LineFile(path)
+    sink.write(f"#pid {os.getpid()}")  # lets the runner stop this kernel when its task is cancelled
+
+    def progress(iterable=None, **kwargs):
+        kwargs.setdefault("mininterval", mininterval)
+        kwargs.update(file=sink, ascii=True, ncols=80, dynamic_ncols=False, leave=True)
+        return tqdm(iterable, **kwargs)
+
+    progress.__doc__ = training.progress.__doc__
+    training.progress = progress
