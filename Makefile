@@ -36,7 +36,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON_BOOT) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "error: Python >= 3.11 needed; pass PYTHON_BOOT=/path/to/python3.11"; exit 1; }
 	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt $(INSTALL_MODE) ".[dev]"
+	$(PY) -m pip install --quiet -c constraints.txt $(INSTALL_MODE) ".[dev,cluster]"
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (shammie)" >/dev/null
 	@# check the stack imports together (torchvision fails beside a mismatched torch) and warm the bytecode cache
 	$(PY) -c "import torch, torchvision, matplotlib.pyplot, papermill, shammie; print('torch', torch.__version__, '| torchvision', torchvision.__version__)"
@@ -63,6 +63,14 @@ reports: $(STAMP) ## run every notebook at the quick profile, in parallel (JOBS=
 sweep: $(STAMP) ## one notebook over a grid, claims over seeds: make sweep NB=02 ARGS='-p seed=0..2'
 	@test -n "$(NB)" || { echo "make sweep needs NB=<notebook number or name>, e.g. make sweep NB=02 ARGS='-p seed=0..2'"; exit 2; }
 	$(PY) -m shammie sweep $(NB) --profile $(PROFILE) $(if $(JOBS),--jobs $(JOBS)) $(ARGS)
+
+.PHONY: student grade
+student: $(STAMP) ## student copies of the exercise notebooks (no solutions, no hidden tests) into dist/student/
+	$(PY) -m shammie.exercises student --out dist/student
+
+grade: $(STAMP) ## auto-grade submitted exercise notebooks: make grade DIR=submissions/ (writes DIR/scores.csv)
+	@test -n "$(DIR)" || { echo "make grade needs DIR=<folder of submitted notebooks>"; exit 2; }
+	$(PY) -m shammie.exercises grade $(DIR)
 
 test: $(STAMP) ## unit tests + a smoke run of every notebook
 	$(PY) -m pytest $(PYTEST_ARGS)

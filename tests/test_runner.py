@@ -63,10 +63,14 @@ def test_cli_list(capsys):
 @pytest.mark.slow
 def test_a_failing_notebook_does_not_stop_the_others_and_keeps_latest(tiny_notebooks, tmp_path):
     out = tmp_path / "reports"
-    # a good run first: latest-smoke points to it
-    good = plan_run("smoke", only="tiny", out=out, notebooks_dir=tiny_notebooks)
+    # a good complete run first (the workbook without its broken notebook): latest-smoke points to it
+    broken_nb = tiny_notebooks / "20_broken.ipynb"
+    broken_src = broken_nb.read_bytes()
+    broken_nb.unlink()
+    good = plan_run("smoke", out=out, notebooks_dir=tiny_notebooks)
     summary = execute_plan(good, echo=lambda *a, **k: None)
-    assert summary["status"] == "ok"
+    broken_nb.write_bytes(broken_src)
+    assert summary["status"] == "ok" and good.complete
     assert (out / "latest-smoke").resolve() == good.run_dir.resolve() and not (out / "latest").exists()
     nb_dir = good.run_dir / "10_tiny"
     metrics = json.loads((nb_dir / "metrics.json").read_text())
@@ -104,8 +108,9 @@ def test_cli_run_exit_codes(tiny_notebooks, tmp_path, monkeypatch, capsys):
     assert main(["run", "--profile", "quick", "--out", str(out)]) == 1
     captured = capsys.readouterr()
     assert "FAILED notebooks: 20_broken" in captured.err and not (out / "latest").exists()
+    assert "There is no earlier good quick report." in captured.err  # never claims a report that is not there
     assert main(["run", "--profile", "quick", "--only", "tiny", "--out", str(out), "-p", "steps=2"]) == 0
-    assert (out / "latest-quick" / "index.html").exists() and not (out / "latest").exists()  # partial run
+    assert not (out / "latest-quick").exists() and not (out / "latest").exists()  # a partial run is not "latest"
 
 
 # -- selection, run folders, failed notebooks' claims, execution options (issue 10 items 4 and 6) ----------

@@ -11,7 +11,7 @@ Everything the user typed is checked before anything runs. Notebooks run as Dask
 run writes a new folder `<out>/runs/<time>-<profile>/` (created atomically: two runs never share
 one); one notebook failing does not stop the others, and the command then exits 1. Ctrl-C and
 SIGTERM mark the run interrupted and exit 130 and 143. `<out>/latest-<profile>` moves to a run
-only when every notebook in it succeeded, and `<out>/latest` too when that run was a complete
+only when it ran every notebook and every notebook succeeded, and `<out>/latest` too when that run was a complete
 `quick` or `full` run.
 """
 
@@ -546,9 +546,9 @@ def execute_plan(plan: RunPlan, echo=print, *, jobs: int | None = None, schedule
     summary["status"] = "failed" if failed else "ok"
     summary["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     write()
-    if not failed:
+    if not failed and plan.complete:  # a partial run (--only) never becomes "the latest report"
         _point_link(plan.out_root / f"latest-{plan.profile}", plan.run_dir)
-        if plan.complete and plan.profile != "smoke":
+        if plan.profile != "smoke":
             _point_link(plan.out_root / "latest", plan.run_dir)
     return summary
 
@@ -587,7 +587,10 @@ def _cmd_run(args) -> int:
           f"{_counts_text(summary['notebooks'])}; report: {plan.run_dir / 'index.html'}")
     if summary["status"] != "ok":
         failed = ", ".join(r["notebook"] for r in summary["notebooks"] if r["status"] != "ok")
-        print(f"shammie: FAILED notebooks: {failed}. The last good report was left as it was.", file=sys.stderr)
+        last = plan.out_root / f"latest-{plan.profile}"
+        kept = (f"The last good report ({last.resolve()}) was left as it was." if last.exists()
+                else f"There is no earlier good {plan.profile} report.")
+        print(f"shammie: FAILED notebooks: {failed}. {kept}", file=sys.stderr)
         return 1
     return 0
 
