@@ -158,8 +158,15 @@ def check_addition(ex):
         parts = chunks(steps)
         assert len(parts) == m
         for i, part in enumerate(parts):
-            x, y, cin, s, cout, end = (int(t) if t != ";" else t for t in part)
-            assert x == (da[i] if i < len(da) else 0) and y == (db[i] if i < len(db) else 0) and cin == carry
+            # Zhou et al.: what is left of each operand (in the prompt's order), the digits read, the carry
+            # in, the column sum as tens (carry out) and ones (sum digit)
+            close_a = part.index("]")
+            close_b = close_a + 1 + part[close_a + 1 :].index("]")
+            assert part[0] == "[" and part[close_a + 1] == "["
+            left_a, left_b = lsb(part[1:close_a]), lsb(part[close_a + 2 : close_b])
+            assert left_a == da[i:] and left_b == db[i:]  # re-copied, the next digit first when reversed
+            x, y, cin, cout, s, end = (int(t) if t != ";" else t for t in part[close_b + 1 :])
+            assert x == left_a[0] == da[i] and y == left_b[0] == db[i] and cin == carry
             assert s == (x + y + cin) % 10 and cout == (x + y + cin) // 10
             carry = cout
             digits.append(s)
@@ -309,6 +316,26 @@ def test_packing_gives_the_padded_loss(position):
     torch.testing.assert_close(batch_loss(m, packed), batch_loss(m, padded), atol=1e-5, rtol=1e-5)
 
 
+def test_answer_needs_the_answer_marker():
+    """Answer credit needs the marker: a model that writes the scratchpad and stops gets none, even when its
+    last step equals the answer (variable assignment, parity)."""
+    from shammie.lengthgen import answer_correct
+
+    for task in ("variables", "parity"):
+        ex = make_example(task, 4, 1, "short")
+        assert ex.scratch[-1] == ex.answer[0] or task == "parity"
+        assert answer_correct(ex, list(ex.target))
+        assert not answer_correct(ex, list(ex.scratch) + [EOS])  # the steps, then stop: no marker
+        assert not answer_correct(ex, list(ex.target)[:-1])  # no end token
+        wrong = list(ex.scratch) + [SEP, "1" if ex.answer[0] == "0" else "0", EOS]
+        assert not answer_correct(ex, wrong)
+        sloppy = ["0" if t == "1" else t for t in ex.scratch] + [SEP, *ex.answer, EOS]
+        assert answer_correct(ex, sloppy)  # answer accuracy forgives wrong steps
+    direct = make_example("parity", 5, 0, "none")
+    assert answer_correct(direct, [*direct.answer, EOS])
+    assert not answer_correct(direct, ["0", *direct.answer, EOS])  # extra tokens before the answer
+
+
 def test_classify_failure_kinds():
     ex = make_example("parity", 5, 0, "short")
     ref = list(ex.target)
@@ -416,7 +443,7 @@ def test_bad_input_is_explained():
 
 def test_config_profiles_and_validation():
     quick = LengthGenConfig.for_profile("quick")
-    assert quick.train_max < max(quick.test_lengths) / 3
+    assert 3 * quick.train_max <= max(quick.test_lengths) and quick.seeds >= 3 and quick.add_seeds >= 3
     full = LengthGenConfig.for_profile("full")
     assert max(full.test_lengths) >= 100 and max(full.add_test_lengths) >= 60 and full.seeds >= 3
     with pytest.raises(ConfigError, match="unknown profile"):
@@ -429,6 +456,44 @@ def test_config_profiles_and_validation():
         assert dataclasses.replace(v).name == v.name
     names = [v.name for v in parity_variants(quick)]
     assert names[0] == "direct" and names[-1] == "coupled + window"
+    with pytest.raises(ConfigError, match="coupled_max_positions"):
+        LengthGenConfig.for_profile("quick", coupled_max_positions=20)
+    with pytest.raises(ConfigError, match="parity_schemes"):
+        LengthGenConfig.for_profile("quick", parity_schemes=("coupled",))
+    smoke = LengthGenConfig.for_profile("smoke")
+    extra = [v.name for v in parity_variants(smoke)]
+    assert {"scratchpad, randomized", "scratchpad, hints", "coupled + window 1"} <= set(extra)
+    from shammie.lengthgen import trace_variants
+
+    for task in ("parity", "addition"):
+        short, full = trace_variants(smoke, task)
+        assert (short.fmt, full.fmt) == ("short", "full") and dataclasses.replace(short, fmt="full", name="") == \
+            dataclasses.replace(full, name="")  # equal steps, depth, encoding: only the trace differs
+    with pytest.raises(ShammieError, match="trace arms"):
+        trace_variants(smoke, "copy")
+
+
+def test_coupled_arms_are_cho_et_al_as_published():
+    """Coupling as Cho et al. published it: learned absolute embeddings of the coupled ids, with a random
+    start in training; the start then changes what the model computes (with a relative bias it could not)."""
+    from shammie.lengthgen import variables_variants
+
+    cfg = LengthGenConfig.for_profile("quick")
+    for v in parity_variants(cfg) + addition_variants(cfg) + variables_variants(cfg):
+        if v.scheme == "coupled" and not (v.task == "addition" and v.window is not None):
+            assert v.position == "learned" and v.max_positions == cfg.coupled_max_positions
+    tok = Tokenizer(n_hints=0)
+    ex = make_example("parity", 6, 0, "short")
+    ids, align, _ = encode_example(ex, tok, "coupled")
+    x = torch.tensor(ids[None])
+    shifted = {}
+    for position in ("learned", "relbias"):
+        torch.manual_seed(0)
+        m = TinyTransformer(len(tok), d_model=16, n_heads=2, n_layers=1, d_ff=16, position=position, max_positions=32)
+        a = m(x, torch.tensor(align[None]))
+        b = m(x, torch.tensor(align[None] + 9))
+        shifted[position] = float((a - b).abs().max().detach())
+    assert shifted["relbias"] < 1e-5 < shifted["learned"]
 
 
 def fake_runs():
