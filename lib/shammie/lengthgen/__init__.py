@@ -88,7 +88,6 @@ from .train import (
     ExamplePool,
     batch_loss,
     train_model,
-    warmup_cosine,
 )
 
 __all__ = [
@@ -110,7 +109,6 @@ __all__ = [
     "ExamplePool",
     "batch_loss",
     "train_model",
-    "warmup_cosine",
     "greedy_decode",
     "classify",
     "answer_correct",

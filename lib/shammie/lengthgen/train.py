@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -11,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core import ShammieError
-from ..training import progress
+from ..lm import train_lm
 from ..transformer import TinyTransformer
 from .positions import Tokenizer, encode_example, position_ids
 from .tasks import SCHEMES, Example
@@ -114,15 +113,7 @@ class ExamplePool:
 def batch_loss(model: TinyTransformer, batch: Batch) -> torch.Tensor:
     """Mean cross-entropy of the next-token predictions over the targets in `batch.loss_mask`."""
     hidden = model(batch.tokens, batch.positions, segments=batch.segments, return_hidden=True)
-    return F.cross_entropy(model.head(hidden[batch.loss_mask]), batch.targets[batch.loss_mask])
-
-
-def warmup_cosine(step: int, steps: int, warmup: float = 0.05) -> float:
-    """Learning-rate factor at `step` of `steps`: linear warm-up over a `warmup` fraction, then a cosine to 0."""
-    w = max(1, round(warmup * steps))
-    if step < w:
-        return (step + 1) / w
-    return 0.5 * (1.0 + math.cos(math.pi * (step - w) / max(1, steps - w)))
+    return F.cross_entropy(model.logits(hidden[batch.loss_mask]), batch.targets[batch.loss_mask])
 
 
 def train_model(model: TinyTransformer, pool: ExamplePool, *, steps: int, batch_size: int = 64, lr: float = 3e-3,
@@ -136,36 +127,17 @@ def train_model(model: TinyTransformer, pool: ExamplePool, *, steps: int, batch_
     {"step": [...], "loss": [...]} (the mean loss over each `log_every` steps). A non-finite loss stops
     with an error that names the step.
     """
-    if steps < 1 or batch_size < 1:
-        raise ShammieError(f"steps and batch_size must be >= 1, got {steps}, {batch_size}")
-    if lr <= 0:
-        raise ShammieError(f"lr must be positive, got {lr}")
+    if batch_size < 1:
+        raise ShammieError(f"batch_size must be >= 1, got {batch_size}")
     max_positions = max_positions or model.spec.max_positions
-    device = torch.device(device)
-    model.to(device).train()
     rng = np.random.default_rng(seed)
-    fused = device.type in ("cpu", "cuda")
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98), fused=fused)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, steps, warmup))
-    history: dict[str, list[float]] = {"step": [], "loss": []}
-    running, count = 0.0, 0
-    for step in progress(range(1, steps + 1), desc=desc, leave=False):
+
+    def next_batch(step: int) -> Batch:
         idx = rng.integers(0, len(pool), size=batch_size)
-        batch = pool.batch(idx, rng, max_positions, train=True, pack=pack).to(device)
-        loss = batch_loss(model, batch)
-        if not torch.isfinite(loss):
-            raise ShammieError(f"{desc}: the loss became {loss.item()} at step {step}; lower lr (lr={lr})")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        opt.step()
-        sched.step()
-        running += loss.item()
-        count += 1
-        if step % log_every == 0 or step == steps:
-            history["step"].append(step)
-            history["loss"].append(running / count)
-            running, count = 0.0, 0
-    model.eval()
-    return history
+        return pool.batch(idx, rng, max_positions, train=True, pack=pack)
+
+    # the workbook's one LM training loop (AdamW, warm-up + cosine, clipping), with this theme's batches
+    return train_lm(model, next_batch, steps=steps, loss_fn=batch_loss, lr=lr, warmup=warmup,
+                    weight_decay=weight_decay, betas=(0.9, 0.98), clip=clip, log_every=log_every, device=device,
+                    desc=desc)
+
