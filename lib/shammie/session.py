@@ -128,6 +128,13 @@ class Run:
         self.recorder.add_figure(path.name)
         return path
 
+    def record_time(self, name: str, value: Any) -> Any:
+        """Record a measurement that depends on the machine (seconds, a cost ratio in CPU time) in
+        run_info.json, not metrics.json: metrics stay identical for the same seed and profile."""
+        self.timings[name] = to_jsonable(value)
+        self._write_info(status="running")
+        return value
+
     def time(self, name: str):
         """Context manager that records the wall-clock seconds of a block in run_info.json (not metrics)."""
         run = self
