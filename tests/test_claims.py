@@ -202,6 +202,21 @@ def test_a_failed_check_fails_the_notebook_after_writing_everything(tmp_path):
     assert json.loads((tmp_path / "metrics.json").read_text())["checks"][0]["ok"] is False
 
 
+def test_machine_dependent_numbers_stay_out_of_metrics(tmp_path):
+    import shammie
+    from shammie.baselines import GettingStartedConfig
+
+    run = shammie.start("nb", GettingStartedConfig, profile="smoke", out_dir=str(tmp_path), quiet=True)
+    run.record("acc", 0.5)
+    run.record_time("race_seconds", {"fista": [0.01, 0.02]})
+    with run.time("block"):
+        pass
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    info = json.loads((tmp_path / "run_info.json").read_text())
+    assert metrics["metrics"] == {"acc": 0.5}
+    assert info["machine_dependent"] == {"race_seconds": {"fista": [0.01, 0.02]}} and set(info["timings_s"]) == {"block"}
+
+
 # --- prose ------------------------------------------------------------------------------------------
 
 

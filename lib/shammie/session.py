@@ -74,7 +74,8 @@ class Run:
         self.started = time.time()
         self._t0 = time.perf_counter()
         self.recorder = Recorder(out_dir, notebook, cfg.profile, seed, config=cfg.to_dict())
-        self.timings: dict[str, float] = {}
+        self.timings: dict[str, float] = {}  # seconds of the blocks timed with run.time(name)
+        self.machine_dependent: dict[str, Any] = {}  # run.record_time(name, value)
         self._write_info(status="running")
 
     # -- recording ---------------------------------------------------------------------------
@@ -131,7 +132,7 @@ class Run:
     def record_time(self, name: str, value: Any) -> Any:
         """Record a measurement that depends on the machine (seconds, a cost ratio in CPU time) in
         run_info.json, not metrics.json: metrics stay identical for the same seed and profile."""
-        self.timings[name] = to_jsonable(value)
+        self.machine_dependent[name] = to_jsonable(value)
         self._write_info(status="running")
         return value
 
@@ -164,6 +165,7 @@ class Run:
             "elapsed_s": round(time.perf_counter() - self._t0, 2),
             "peak_memory_mb": round(peak_memory_mb(), 1),
             "timings_s": self.timings,
+            "machine_dependent": self.machine_dependent,
             "versions": {"shammie": __version__, "python": platform.python_version(), "torch": torch.__version__},
             "git": _git_sha(),
         })
