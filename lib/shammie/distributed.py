@@ -347,6 +347,10 @@ def _dask_config():
         "distributed.scheduler.worker-saturation": 1.0,
         "distributed.worker.daemon": False,
         "distributed.comm.timeouts.connect": f"{SCHEDULER_TIMEOUT}s",
+        # a task is one notebook for minutes: no statistical profiler sampling every thread each 10 ms,
+        # and a slower event-loop tick, so the workers' own CPU goes to the kernels on a 2-core machine
+        "distributed.worker.profile.enabled": False,
+        "distributed.admin.tick.interval": "200ms",
     })
 
 
@@ -392,7 +396,7 @@ def connect(board: ProgressBoard, *, jobs: int | None = None, n_tasks: int = 1, 
     try:
         with _dask_config(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. "port 8787 in use" from another run's scheduler
-            local = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True, dashboard_address=":0",
+            local = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True, dashboard_address=None,
                                  memory_limit=0, silence_logs=logging.CRITICAL)
     finally:
         if in_main:
