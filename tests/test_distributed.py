@@ -214,8 +214,11 @@ def test_cli_sweep_over_seeds_on_a_scheduler_given_by_address(dask_cluster, tiny
 
 def _spawn_runner(home: Path, out: Path, *args: str) -> subprocess.Popen:
     env = {**os.environ, "SHAMMIE_HOME": str(home), "SHAMMIE_PROGRESS_INTERVAL": "0", "PYTHONUNBUFFERED": "1"}
+    # as from a terminal: SIGINT at its default, even when this test runs under a shell that started it in
+    # the background with SIGINT ignored (POSIX), which Python would otherwise inherit and keep ignoring
     return subprocess.Popen([PY, "-m", "shammie", "run", "--profile", "smoke", "--out", str(out), *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_for(paths: list[Path], proc: subprocess.Popen, timeout: float = 240) -> None:
