@@ -92,7 +92,8 @@ def _claim_rows(claims: list[tuple[dict, dict]]) -> list[str]:
         extra += [f"precondition: {p['statement']} ({'holds' if p['holds'] else 'FAILS'}: {fmt(p['measured'])})"
                   for p in c.get("preconditions", [])]
         extra += [c["note"]] if c.get("note") else []
-        extra += [c["reason"]] if verdict in ("inconclusive", "not run") and c.get("reason") else []
+        if verdict in ("inconclusive", "not run") and c.get("reason") and not c["reason"].startswith("precondition"):
+            extra.append(c["reason"])  # a failed precondition is already shown, with its values, above
         details = "".join(f"<div class='src'>{e(t)}</div>" for t in extra)
         ci = f"<div class='src'>CI {e(fmt(c['ci'][0]))} .. {e(fmt(c['ci'][1]))}</div>" if c.get("ci") else ""
         p = f"<div class='src'>p = {e(fmt(c['p_value'], '.2g'))}</div>" if c.get("p_value") is not None else ""
