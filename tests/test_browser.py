@@ -108,8 +108,8 @@ def _images_visible(page, selector: str) -> int:
     for i in range(n):
         img = images.nth(i)
         img.scroll_into_view_if_needed()
-        assert img.is_visible()
         page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=img.element_handle(), timeout=10_000)
+        assert img.is_visible()  # loaded first: an image not yet loaded has no width
     return n
 
 

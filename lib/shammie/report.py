@@ -181,7 +181,7 @@ def write_index(summary: dict[str, Any], path: Path) -> None:
             parts.append(f"<h3>{e(r['notebook'])}</h3><div class='gallery'>")
             for fig in r["figures"]:
                 name = Path(fig).stem.replace("_", " ")
-                parts.append(f"<a href='{e(fig)}'><img src='{e(fig)}' alt='{e(name)}' loading='lazy'><span>{e(name)}</span></a>")
+                parts.append(f"<a href='{e(fig)}'><img src='{e(fig)}' alt='{e(name)}'><span>{e(name)}</span></a>")
             parts.append("</div>")
     parts.append("<p class='src'>Each notebook's folder holds the executed notebook, its HTML, its figures "
                  "(PNG), metrics.json and run_info.json; summary.json holds this page's data.</p></body></html>")
