@@ -498,25 +498,33 @@ def run_tasks(tasks, run_dir: Path, summary: dict[str, Any], cell_timeout: int, 
     backend.close()
 
 
+def open_backend(folder: Path, n_tasks: int, echo=print, **where: Any) -> tuple[float, Any, Path]:
+    """Start a run or a sweep: kernel environment, clock, progress board, and the place the tasks run
+    (`where`: jobs, scheduler, cluster, cluster_config), reached before the output folder exists;
+    then that folder, made unique. Returns (start time, backend, folder)."""
+    from .distributed import ProgressBoard, connect
+
+    _kernel_env()
+    started = time.perf_counter()
+    backend = connect(ProgressBoard(echo), n_tasks=n_tasks, **where)
+    try:
+        folder = create_run_dir(folder.parent, folder.name)
+    except BaseException:
+        backend.close()
+        raise
+    return started, backend, folder
+
+
 def execute_plan(plan: RunPlan, echo=print, *, jobs: int | None = None, scheduler: str | None = None,
                  cluster: str | None = None, cluster_config: str | Path | None = None) -> dict[str, Any]:
     """Run every notebook of `plan` (in parallel on Dask unless `jobs` is 1), write summary.json and
     index.html as notebooks finish, move the latest links on success. Raises KeyboardInterrupt
     (Terminated for SIGTERM) after marking the run interrupted."""
-    from .distributed import ProgressBoard, Task, connect
+    from .distributed import Task
     from .report import write_index
 
-    _kernel_env()
-    started = time.perf_counter()
-    board = ProgressBoard(echo)
-    # the scheduler is reached (or the local cluster started) before the run folder exists
-    backend = connect(board, jobs=jobs, n_tasks=len(plan.notebooks), scheduler=scheduler, cluster=cluster,
-                      cluster_config=cluster_config)
-    try:
-        run_dir = create_run_dir(plan.run_dir.parent, plan.run_dir.name)
-    except BaseException:
-        backend.close()
-        raise
+    started, backend, run_dir = open_backend(plan.run_dir, len(plan.notebooks), echo, jobs=jobs,
+                                             scheduler=scheduler, cluster=cluster, cluster_config=cluster_config)
     if run_dir != plan.run_dir:
         for p in plan.parameters.values():
             p["out_dir"] = str(run_dir / Path(p["out_dir"]).name)

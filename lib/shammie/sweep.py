@@ -280,20 +280,12 @@ def execute_sweep(plan: SweepPlan, echo=print, *, jobs: int | None = None, sched
                   cluster: str | None = None, cluster_config: str | Path | None = None) -> dict[str, Any]:
     """Run every cell of `plan`; write sweep.json, index.html and the figure. Raises KeyboardInterrupt
     after marking the sweep interrupted."""
-    from .distributed import ProgressBoard, Task, connect
+    from .distributed import Task
     from .results import write_json_atomic
-    from .runner import _kernel_env, create_run_dir, run_tasks
+    from .runner import open_backend, run_tasks
 
-    _kernel_env()
-    started = time.perf_counter()
-    board = ProgressBoard(echo)
-    backend = connect(board, jobs=jobs, n_tasks=len(plan.cells), scheduler=scheduler, cluster=cluster,
-                      cluster_config=cluster_config)
-    try:
-        sweep_dir = create_run_dir(plan.sweep_dir.parent, plan.sweep_dir.name)
-    except BaseException:
-        backend.close()
-        raise
+    started, backend, sweep_dir = open_backend(plan.sweep_dir, len(plan.cells), echo, jobs=jobs,
+                                               scheduler=scheduler, cluster=cluster, cluster_config=cluster_config)
     if sweep_dir != plan.sweep_dir:
         for p, label in zip(plan.parameters, plan.labels):
             p["out_dir"] = str(sweep_dir / label)
