@@ -90,3 +90,18 @@ def test_strip_removes_outputs_and_metadata_but_keeps_tags(tmp_path):
     assert set(nb.metadata) == {"kernelspec"} and nb.metadata["kernelspec"]["name"] == "python3"
     assert strip_notebook(path) is False  # idempotent
     assert nbformat.read(path, as_version=4).cells[2].source == nbformat.reads(clean, as_version=4).cells[2].source
+
+
+def test_strip_keeps_the_exercise_notebooks_nbgrader_metadata():
+    """Stripping an exercise notebook leaves it byte-identical: its cells' nbgrader metadata (points,
+    grade ids, locks) is what makes it gradable."""
+    import shutil
+    import tempfile
+
+    from shammie.exercises import find_exercises
+    from shammie.notebooks import strip_notebook
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for src in find_exercises():
+            copy = shutil.copy(src, tmp)
+            assert strip_notebook(copy) is False, f"strip would change {src.name}"

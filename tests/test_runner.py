@@ -197,3 +197,27 @@ def test_jobs_must_be_positive(tiny_notebooks, tmp_path):
     plan = plan_run("smoke", out=tmp_path / "r", notebooks_dir=tiny_notebooks)
     with pytest.raises(ShammieError, match="--jobs must be at least 1"):
         execute_plan(plan, echo=lambda *a, **k: None, jobs=0)
+
+
+def test_expected_runtimes_take_the_last_run_first_then_the_reference_table(tmp_path):
+    from shammie.runner import expected_runtimes
+
+    assert expected_runtimes(tmp_path, "quick", {}) == {}, "no table, no run: nothing expected"
+    (tmp_path / "runtimes.json").write_text(json.dumps({"_about": "x", "quick": {"a": 10, "b": 30, "c": "?"},
+                                                        "smoke": {"a": 1}}))
+    assert expected_runtimes(tmp_path, "quick", {}) == {"a": 10.0, "b": 30.0}
+    assert expected_runtimes(tmp_path, "quick", {"a": {"runtime_s": 50.0}, "d": {}}) == {"a": 50.0, "b": 30.0}
+    assert expected_runtimes(tmp_path, "full", {}) == {}
+    (tmp_path / "runtimes.json").write_text("not json")
+    assert expected_runtimes(tmp_path, "quick", {"a": {"runtime_s": 5}}) == {"a": 5.0}
+
+
+def test_the_reference_runtime_table_names_only_notebooks_that_exist():
+    from conftest import NOTEBOOKS
+
+    table = json.loads((NOTEBOOKS[0].parent / "runtimes.json").read_text())
+    stems = {p.stem for p in NOTEBOOKS}
+    for profile, rows in table.items():
+        if not profile.startswith("_"):
+            assert set(rows) <= stems, f"runtimes.json names notebooks that do not exist: {set(rows) - stems}"
+            assert all(isinstance(v, (int, float)) and v > 0 for v in rows.values())

@@ -149,13 +149,14 @@ def parse_assignment(text: str) -> tuple[str, Any]:
 
 
 def strip_notebook(path: Path) -> bool:
-    """Remove outputs, execution counts and editor metadata (keeping cell tags) in place; True if it changed."""
+    """Remove outputs, execution counts and editor metadata (keeping cell tags and the exercise
+    notebooks' nbgrader metadata) in place; True if it changed."""
     path = Path(path)
     nb = nbformat.read(path, as_version=4)
     before = nbformat.writes(nb)
     for cell in nb.cells:
-        tags = cell.get("metadata", {}).get("tags")
-        cell.metadata = nbformat.NotebookNode({"tags": tags} if tags else {})
+        cell.metadata = nbformat.NotebookNode({k: v for k, v in cell.get("metadata", {}).items()
+                                               if k in ("tags", "nbgrader") and v})
         if cell.cell_type == "code":
             cell.outputs = []
             cell.execution_count = None

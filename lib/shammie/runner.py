@@ -414,6 +414,20 @@ def _previous_results(out_root: Path, profile: str) -> dict[str, dict[str, Any]]
         return {}
 
 
+def expected_runtimes(folder: Path, profile: str, previous: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """Seconds each notebook is expected to take, to start the long ones first: the last good run's
+    runtime where there is one, else the reference table `runtimes.json` beside the notebooks (seconds
+    measured alone on a 2-core machine, per profile; only the order matters, so a stale table costs
+    a little wall time, never a result)."""
+    try:
+        table = read_json(folder / "runtimes.json").get(profile, {})
+    except (OSError, ValueError, AttributeError):
+        table = {}
+    out = {k: float(v) for k, v in table.items() if isinstance(v, (int, float))}
+    out.update({k: float(r["runtime_s"]) for k, r in previous.items() if isinstance(r.get("runtime_s"), (int, float))})
+    return out
+
+
 def run_tasks(tasks, run_dir: Path, summary: dict[str, Any], cell_timeout: int, *, echo=print, jobs: int | None = None,
               scheduler: str | None = None, cluster: str | None = None, cluster_config: str | Path | None = None,
               on_result: Callable[[Any, dict], None] | None = None, write: Callable[[], None] | None = None,
@@ -546,8 +560,8 @@ def execute_plan(plan: RunPlan, echo=print, *, jobs: int | None = None, schedule
     echo(f"shammie: running {len(plan.notebooks)} notebook(s) at profile {plan.profile!r} into {plan.run_dir}, "
          f"{backend.description}", flush=True)
     write()
-    tasks = [Task(nb.stem, nb, plan.parameters[nb.stem], previous.get(nb.stem, {}).get("runtime_s"))
-             for nb in plan.notebooks]
+    expected = expected_runtimes(plan.notebooks[0].parent if plan.notebooks else Path("."), plan.profile, previous)
+    tasks = [Task(nb.stem, nb, plan.parameters[nb.stem], expected.get(nb.stem)) for nb in plan.notebooks]
     run_tasks(tasks, plan.run_dir, summary, plan.cell_timeout, echo=echo, backend=backend, write=write, started=started,
               on_result=lambda task, result: add_not_run_claims(result, plan.run_dir / task.key, previous.get(task.key)))
     failed = [r["notebook"] for r in summary["notebooks"] if r["status"] != "ok"]
