@@ -174,6 +174,22 @@ def test_preregistered_claims_fix_the_rule_and_unmeasured_ones_are_inconclusive(
     assert data["claims"][1]["reason"] == "no measurement was recorded" and data["preregistered"] == []
 
 
+def test_a_claim_this_profile_leaves_out_is_recorded_as_not_run_with_its_reason(tmp_path):
+    rec = Recorder(tmp_path, "nb", "quick", 0)
+    rec.preregister("add", "addition generalizes", above(0.9), paper=0.95, note="costly")
+    with pytest.raises(ShammieError, match="say why"):
+        rec.not_run("add", "  ")
+    with pytest.raises(ShammieError, match="not preregistered"):
+        rec.not_run("other", "off")
+    rec.not_run("add", "the addition arms are off at quick (budget)")
+    with pytest.raises(ShammieError, match="not preregistered"):
+        rec.not_run("add", "twice")
+    rec.close_registrations()
+    (c,) = json.loads((tmp_path / "metrics.json").read_text())["claims"]
+    assert c["verdict"] == "inconclusive" and c["n"] == 0 and c["paper"] == 0.95 and c["note"] == "costly"
+    assert c["reason"] == "not run at profile 'quick': the addition arms are off at quick (budget)"
+
+
 def test_metrics_json_keeps_claims_and_checks_apart(tmp_path):
     rec = Recorder(tmp_path, "nb", "smoke", 0)
     rec.claim("c", [0.1, 0.12, 0.11], "s", above(0.0), paper=(0.6, 1.0))

@@ -171,16 +171,28 @@ class Recorder:
         self.write()
         return rec
 
+    def _unmeasured(self, name: str, reason: str) -> None:
+        reg = self.registered.pop(name)
+        self.claims.append(ClaimRecord(name=name, statement=reg["statement"], values=[], rule=reg["rule"].to_dict(),
+                                       verdict="inconclusive", reason=reason, n=0, mean=math.nan, sd=math.nan,
+                                       ci=None, ci_method="", p_value=None, paper=reg["paper"], source=reg["source"],
+                                       note=reg["note"], unit=reg["unit"]))
+
+    def not_run(self, name: str, reason: str) -> None:
+        """Record a preregistered claim whose experiment this profile leaves out (too costly for its
+        budget, say) as inconclusive, with `reason` and the profile: said, never silently missing."""
+        if name not in self.registered:
+            raise ShammieError(f"claim {name!r} is not preregistered (or was already judged): only a claim fixed "
+                               "before the run can be recorded as not run")
+        if not isinstance(reason, str) or not reason.strip():
+            raise ShammieError(f"claim {name!r}: say why it is not run at profile {self.profile!r}")
+        self._unmeasured(name, f"not run at profile {self.profile!r}: {reason.strip()}")
+        self.write()
+
     def close_registrations(self) -> None:
         """Record every preregistered claim that was never measured as inconclusive."""
-        for name, reg in list(self.registered.items()):
-            rule = reg["rule"]
-            rec = ClaimRecord(name=name, statement=reg["statement"], values=[], rule=rule.to_dict(),
-                              verdict="inconclusive", reason="no measurement was recorded", n=0, mean=math.nan,
-                              sd=math.nan, ci=None, ci_method="", p_value=None, paper=reg["paper"],
-                              source=reg["source"], note=reg["note"], unit=reg["unit"])
-            self.claims.append(rec)
-        self.registered.clear()
+        for name in list(self.registered):
+            self._unmeasured(name, "no measurement was recorded")
         self.write()
 
     def add_figure(self, filename: str) -> None:

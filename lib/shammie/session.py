@@ -94,6 +94,10 @@ class Run:
         return self.recorder.claim(name, values, statement, rule, paper=paper, source=source, note=note,
                                    unit=unit, preconditions=preconditions)
 
+    def not_run(self, name: str, reason: str) -> None:
+        """Record a preregistered claim this profile does not run, with the reason (see Recorder.not_run)."""
+        self.recorder.not_run(name, reason)
+
     def check(self, name: str, statement: str, value: Any, expected: Any = None, ok: bool | None = None,
               note: str = ""):
         """Record an identity or invariant of correct code; a failed one fails the notebook at finish()."""
