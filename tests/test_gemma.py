@@ -102,7 +102,10 @@ def test_window_sweep_and_caps_restore(cfg, corpus):
     model = gemma.build(cfg, corpus.vocab_size, "student")
     val = gemma.val_windows(corpus, cfg)
     base = gemma.val_loss(model, val)
-    sweep = gemma.window_sweep(model, val, cfg.inference_windows)
+    with pytest.raises(ShammieError, match="larger than the trained window"):
+        gemma.window_sweep(model, val, cfg.inference_windows)  # a larger window needs the explicit opt-in
+    assert set(gemma.window_sweep(model, val, [cfg.window // 2, cfg.window])) == {cfg.window // 2, cfg.window}
+    sweep = gemma.window_sweep(model, val, cfg.inference_windows, allow_larger=True)
     assert sweep[cfg.window] == pytest.approx(base, abs=1e-7)
     assert sweep[cfg.context] == pytest.approx(sweep["global"], abs=1e-6)
     caps = gemma.cap_removal(model, val)
@@ -208,3 +211,30 @@ def test_cached_teacher_gives_the_same_loss(cfg, corpus):
         top = float(gemma.kd_loss(teacher, top_k=corpus.vocab_size)(student, batch))
     assert len(cache) == 1 and fresh == first == again
     assert top == pytest.approx(fresh, abs=1e-5)  # top-k over the whole vocabulary is the full distribution
+
+
+def test_wide_and_deep_students_have_equal_parameters_and_train(cfg, corpus):
+    V = corpus.vocab_size
+    shapes = gemma.wide_deep_shapes(cfg, V)
+    wide, deep = shapes["wide"], shapes["deep"]
+    assert deep["n_layers"] == cfg.deep_layers > wide["n_layers"] == cfg.student_layers
+    assert wide["d_model"] > deep["d_model"] and wide["d_model"] % (2 * cfg.n_heads) == 0
+    for sh in (wide, deep):  # the counts are the built models' counts
+        m = gemma.build(cfg, V, d_model=sh["d_model"], n_layers=sh["n_layers"], d_ff=sh["d_ff"])
+        assert m.parameter_counts()["total"] == sh["params"]
+    # the closest count d_ff can reach: one more or one less feed-forward unit is no closer
+    one_unit = 3 * wide["d_model"] * wide["n_layers"]
+    assert abs(wide["params"] - deep["params"]) <= one_unit / 2
+    assert abs(shapes["gap"]) < 0.01
+    tiny = dataclasses.replace(cfg, student_steps=2, curve_windows=4, val_windows=8)
+    val = gemma.val_windows(corpus, tiny)
+    pair = gemma.train_wide_deep(tiny, corpus, seed=0, batches=0, windows=val)
+    assert set(pair) == {"wide", "deep"}
+    assert pair["deep"].model.spec.n_layers == cfg.deep_layers and pair["wide"].model.spec.d_model == wide["d_model"]
+    assert all(np.isfinite(t.val) and t.steps == 2 for t in pair.values())
+    with pytest.raises(ConfigError, match="deep_layers"):
+        gemma.GemmaConfig.for_profile("smoke", deep_layers=cfg.student_layers)
+    with pytest.raises(ConfigError, match="mha_seeds >= 3"):
+        gemma.GemmaConfig.for_profile("quick", wide_deep=True, mha_seeds=2)
+    full = gemma.GemmaConfig.for_profile("full")
+    assert full.wide_deep and not gemma.GemmaConfig.for_profile("quick").wide_deep

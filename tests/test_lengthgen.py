@@ -463,7 +463,7 @@ def test_config_profiles_and_validation():
     for v in parity_variants(quick) + addition_variants(quick):
         assert dataclasses.replace(v).name == v.name
     names = [v.name for v in parity_variants(quick)]
-    assert names[0] == "direct" and names[-1] == "coupled + window"
+    assert names[0] == "direct" and names[-2:] == ["coupled + window", "interleaved, relbias"]
     with pytest.raises(ConfigError, match="coupled_max_positions"):
         LengthGenConfig.for_profile("quick", coupled_max_positions=20)
     with pytest.raises(ConfigError, match="parity_schemes"):
@@ -599,3 +599,109 @@ def test_lookup_attention_finds_a_planted_one_ahead_head():
     m.rel_bias.data.zero_()  # uniform attention: the needed bit is one of many keys
     flat = lookup_attention(m, ex, tok, "coupled")
     assert flat["needed"] < 0.2 < flat["other_input"]
+
+
+def _press_reference_slopes(n: int) -> list[float]:
+    """Press et al.'s rule as their reference code states it: a power of 2 gets the geometric sequence that
+    starts at 2^(-2^-(log2(n) - 3)) with that ratio; otherwise the closest lower power of 2's slopes, then
+    every other slope of twice that power, as many as are missing."""
+    def power_of_2(m):
+        start = 2 ** (-(2 ** -(math.log2(m) - 3)))
+        return [start * start**i for i in range(m)]
+    if math.log2(n).is_integer():
+        return power_of_2(n)
+    p = 2 ** math.floor(math.log2(n))
+    return power_of_2(p) + _press_reference_slopes(2 * p)[0::2][: n - p]
+
+
+@pytest.mark.parametrize("n", list(range(1, 33)) + [48, 80])
+def test_alibi_slopes_match_press_et_al_for_every_head_count(n):
+    from shammie.lengthgen import alibi_slopes
+
+    ours = alibi_slopes(n)
+    assert ours.shape == (n,)
+    torch.testing.assert_close(ours.double(), torch.tensor(_press_reference_slopes(n), dtype=torch.float64),
+                               rtol=1e-6, atol=0)
+    assert len(set(ours.tolist())) == n  # every head its own slope
+
+
+def test_alibi_slopes_known_values_and_the_model_uses_them():
+    from shammie.lengthgen import alibi_slopes
+    from shammie.transformer import alibi_slopes as decoder_slopes
+
+    torch.testing.assert_close(alibi_slopes(8), decoder_slopes(8))  # powers of 2: the decoder's rule agrees
+    # 6 heads: the 4 slopes of 4 heads (1/4, 1/16, 1/64, 1/256), then 2^-1 and 2^-3 from the 8-head sequence
+    torch.testing.assert_close(alibi_slopes(6), torch.tensor([2**-2, 2**-4, 2**-6, 2**-8, 2**-1, 2**-3]))
+    with pytest.raises(ShammieError, match="positive integer"):
+        alibi_slopes(0)
+    cfg = LengthGenConfig.for_profile("smoke", d_model=48, n_heads=6)
+    model = build_model(Variant("alibi", "parity", "short", "plain", "alibi"), cfg, Tokenizer(n_hints=0), 0)
+    torch.testing.assert_close(model.slopes, alibi_slopes(6))
+    assert not torch.allclose(decoder_slopes(6), alibi_slopes(6))  # what the installed slopes correct
+
+
+def test_interleave_removes_the_input_distractors_from_the_data():
+    """The interleaved instance: the prompt is the marker alone, each bit comes right before the state that
+    reads it, the bits and the answer marker are given; the states re-execute parity; the loss leaves the given
+    tokens out; decoding forces them; the evaluation instances are the plain ones rewritten."""
+    from shammie.lengthgen import interleave
+
+    for n in (1, 3, 7):
+        plain = make_example("parity", n, n, "short")
+        ex = interleave(plain)
+        assert ex.prompt == ("=",) and ex.answer == plain.answer
+        toks = ex.target
+        bits = [int(t) for t in toks[0 : 2 * n : 2]]
+        assert bits == plain.problem["bits"]
+        state = 0
+        for j, b in enumerate(bits):  # each state is the previous one xor the bit just before it
+            state ^= b
+            assert toks[2 * j + 1] == "EO"[state]
+        assert toks[2 * n :] == (SEP, str(state), EOS)
+        assert len(ex.given) == len(toks)
+        assert [t for t, g in zip(toks, ex.given) if g] == [str(b) for b in bits] + [SEP]
+    with pytest.raises(ShammieError, match="parity with a short scratchpad"):
+        interleave(make_example("parity", 3, 0, "none"))
+    with pytest.raises(ShammieError, match="already"):
+        interleave(interleave(make_example("parity", 3, 0, "short")))
+    with pytest.raises(ShammieError, match="interleaved"):
+        Variant("x", "parity", "none", interleaved=True)
+
+    tok = Tokenizer(n_hints=0)
+    exs = [interleave(e) for e in sample_examples("parity", 10, range(1, 9), 2, "short")]
+    pool = ExamplePool(exs, tok, "plain", 0)
+    b = pool.batch(range(10), np.random.default_rng(0), 64, train=True, pack=False)
+    for r, ex in enumerate(exs):  # the loss counts exactly the tokens the model writes
+        got = tok.decode(b.targets[r][b.loss_mask[r]])
+        assert tuple(got) == tuple(t for t, g in zip(ex.target, ex.given) if not g)
+    with pytest.raises(ShammieError, match="not hints"):
+        ExamplePool(exs, Tokenizer(), "hints", 0)
+
+    # forced decoding: given slots hold the given tokens whatever the model prefers, with or without the cache
+    torch.manual_seed(0)
+    m = TinyTransformer(len(tok), d_model=32, n_heads=4, n_layers=1, d_ff=32, position="relbias", max_positions=64)
+    ex = interleave(make_example("parity", 6, 5, "short"))
+    ids, _, p = encode_example(ex, tok, "plain")
+    ids = torch.tensor(ids)[None]
+    pos = torch.arange(ids.shape[1])[None]
+    out = [greedy_decode(m, ids[:, :p], pos, ids.shape[1] - p, use_cache=c, forced=ids[:, p:],
+                         force_mask=list(ex.given)) for c in (True, False)]
+    assert torch.equal(out[0], out[1])
+    g = torch.tensor(ex.given)
+    assert torch.equal(out[0][0, g], ids[0, p:][g])
+    with pytest.raises(ShammieError, match="both forced and force_mask"):
+        greedy_decode(m, ids[:, :p], pos, 3, forced=ids[:, p:])
+
+    # evaluation: the same instances as the plain evaluation, interleaved; a model that writes the right
+    # states everywhere scores 1 (checked through classify on the reference itself)
+    ev = evaluate_by_length(m, "parity", [3, 5], tokenizer=tok, n_samples=4, scheme="plain", interleaved=True)
+    assert set(ev.exact) == {3, 5} and all(sum(k.values()) == 4 for k in ev.kinds.values())
+    assert classify(ex, list(ex.target)) == ("correct", None)
+
+
+def test_parity_arms_include_the_data_level_removal():
+    cfg = LengthGenConfig.for_profile("quick")
+    arms = {v.name: v for v in parity_variants(cfg)}
+    il = arms["interleaved, relbias"]
+    assert il.interleaved and il.window is None and il.scheme == "plain" and il.position == "relbias"
+    assert "interleaved, relbias" not in {v.name for v in parity_variants(dataclasses.replace(cfg, data_removal=False))}

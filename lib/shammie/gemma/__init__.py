@@ -20,8 +20,10 @@ from .experiments import (
     load_corpus,
     raw_logits,
     train,
+    train_wide_deep,
     val_loss,
     val_windows,
+    wide_deep_shapes,
     window_sweep,
 )
 from .figures import plot_caps, plot_curves, plot_kv_heads, plot_size_sweep, plot_window_sweep
@@ -29,5 +31,5 @@ from .figures import plot_caps, plot_curves, plot_kv_heads, plot_size_sweep, plo
 __all__ = [
     "GemmaConfig", "Trained", "batch_schedule", "build", "cap_removal", "equal_time_gap", "gemma_kwargs",
     "inference_edit", "kd_loss", "kv_parameters", "load_corpus", "raw_logits", "train", "val_loss", "val_windows",
-    "window_sweep", "plot_caps", "plot_curves", "plot_kv_heads", "plot_size_sweep", "plot_window_sweep",
+    "window_sweep", "wide_deep_shapes", "train_wide_deep", "plot_caps", "plot_curves", "plot_kv_heads", "plot_size_sweep", "plot_window_sweep",
 ]

@@ -50,6 +50,8 @@ class GemmaConfig(ProfileConfig):
     compare_top_k: int = 0  # > 0: also a KD student on the teacher's top-k (Gemma 3's trick), per seed
     size_sweep: tuple[int, ...] = ()  # student widths d for NTP vs KD at several sizes (Table 7 analog)
     all_global: bool = False  # also train all-global NTP students (our experiment; not in the paper)
+    wide_deep: bool = False  # wide vs deep distilled students at equal parameters (Table 9 analog; full only)
+    deep_layers: int = 4  # the deep student's layers (width student_d); the wide one has student_layers layers
 
     PROFILES: ClassVar[dict] = {
         "smoke": {"corpus_chars": 40_000, "context": 32, "batch_size": 8, "seeds": 2, "mha_seeds": 2, "teacher_d": 32,
@@ -58,7 +60,8 @@ class GemmaConfig(ProfileConfig):
         "quick": {},
         "full": {"corpus_chars": 1_200_000, "context": 128, "seeds": 5, "mha_seeds": 5, "shared_schedule": False, "teacher_d": 96, "teacher_steps": 1500,
                  "student_d": 48, "student_steps": 600, "window": 32, "val_windows": 512, "curve_windows": 128, "eval_every": 50,
-                 "inference_windows": (4, 8, 16, 32, 64, 128), "compare_mqa": True, "compare_top_k": 8, "size_sweep": (32, 64, 96), "all_global": True},
+                 "inference_windows": (4, 8, 16, 32, 64, 128), "compare_mqa": True, "compare_top_k": 8, "size_sweep": (32, 64, 96), "all_global": True,
+                 "wide_deep": True},
     }
 
     def validate(self) -> None:
@@ -86,6 +89,12 @@ class GemmaConfig(ProfileConfig):
             raise ConfigError(f"size_sweep widths must be multiples of 2 * n_heads, got {self.size_sweep}")
         if (self.size_sweep or self.all_global) and not self.mha_seeds:
             raise ConfigError("size_sweep and all_global run on the first mha_seeds seeds: set mha_seeds >= 1")
+        if self.wide_deep and self.mha_seeds < 3:
+            raise ConfigError(f"wide_deep is a claim over the first mha_seeds seeds: it needs mha_seeds >= 3, "
+                              f"got {self.mha_seeds}")
+        if self.deep_layers <= self.student_layers:
+            raise ConfigError(f"deep_layers ({self.deep_layers}) must exceed student_layers ({self.student_layers}): "
+                              "the wide student has student_layers layers")
         if not 1 <= self.curve_windows <= self.val_windows:
             raise ConfigError(f"curve_windows must be in 1..val_windows, got {self.curve_windows}")
         if self.top_k < 0 or self.compare_top_k < 0:

@@ -28,20 +28,21 @@ from .config import GemmaConfig
 __all__ = [
     "gemma_kwargs", "build", "load_corpus", "val_windows", "batch_schedule", "kd_loss", "Trained", "train",
     "val_loss", "inference_edit", "window_sweep", "cap_removal", "raw_logits", "kv_parameters",
-    "equal_time_gap",
+    "equal_time_gap", "wide_deep_shapes", "train_wide_deep",
 ]
 
 
 def gemma_kwargs(cfg: GemmaConfig, vocab_size: int, role: str = "student", *, d_model: int | None = None,
-                 n_layers: int | None = None, kv_heads: int | None = None, layer_pattern: str = "LG") -> dict:
+                 n_layers: int | None = None, kv_heads: int | None = None, layer_pattern: str = "LG",
+                 d_ff: int | None = None) -> dict:
     """TinyTransformer options of a Gemma-2-like decoder: local/global alternation (layer 0 local), GQA,
-    attention and final soft-caps, pre+post RMSNorm, GeGLU (d_ff = 2 d per branch), no biases, tied
-    embeddings scaled by sqrt(d), RoPE. `role` is "teacher" or "student" (the default sizes)."""
+    attention and final soft-caps, pre+post RMSNorm, GeGLU (d_ff = 2 d per branch unless given), no biases,
+    tied embeddings scaled by sqrt(d), RoPE. `role` is "teacher" or "student" (the default sizes)."""
     if role not in ("teacher", "student"):
         raise ShammieError(f"role must be 'teacher' or 'student', got {role!r}")
     d = d_model or (cfg.teacher_d if role == "teacher" else cfg.student_d)
     layers = n_layers or (cfg.teacher_layers if role == "teacher" else cfg.student_layers)
-    return dict(vocab_size=vocab_size, d_model=d, n_heads=cfg.n_heads, n_layers=layers, d_ff=2 * d,
+    return dict(vocab_size=vocab_size, d_model=d, n_heads=cfg.n_heads, n_layers=layers, d_ff=d_ff or 2 * d,
                 position="rope", max_positions=cfg.context, n_kv_heads=kv_heads or cfg.kv_heads,
                 layer_pattern=layer_pattern, sliding_window=cfg.window if "L" in layer_pattern else None,
                 attn_softcap=cfg.attn_softcap, final_softcap=cfg.final_softcap, norm="rmsnorm", post_norm=True,
@@ -172,15 +173,18 @@ def inference_edit(model: TinyTransformer, *, window: int | None = None, caps: t
         model.reconfigure(**original)
 
 
-def window_sweep(model: TinyTransformer, windows: torch.Tensor, sizes) -> dict:
-    """Validation loss at each inference window in `sizes` (larger than trained allowed here, on purpose),
-    and with every layer made global ("global")."""
+def window_sweep(model: TinyTransformer, windows: torch.Tensor, sizes, *, allow_larger: bool = False) -> dict:
+    """Validation loss at each inference window in `sizes`, and with every layer made global ("global",
+    only with `allow_larger`). A window larger than the trained one (and the all-global edit) lets local
+    layers see keys they never saw in training: the caller opts in with `allow_larger=True`, else a
+    ShammieError names the offending window."""
     out = {}
     for w in sizes:
-        with inference_edit(model, window=int(w), allow_larger=True):
+        with inference_edit(model, window=int(w), allow_larger=allow_larger):
             out[int(w)] = val_loss(model, windows)
-    with inference_edit(model, local_to_global=True, allow_larger=True):
-        out["global"] = val_loss(model, windows)
+    if allow_larger:
+        with inference_edit(model, local_to_global=True, allow_larger=True):
+            out["global"] = val_loss(model, windows)
     return out
 
 
@@ -248,3 +252,41 @@ def equal_time_gap(ntp: Trained, kd: Trained, cost_ratio: float) -> float:
     step = ntp.steps / cost_ratio
     xs, ys = np.asarray(kd.history["eval_step"], float), np.asarray(kd.history["val"], float)
     return float(ntp.history["val"][-1] - np.interp(step, xs, ys))
+
+
+def wide_deep_shapes(cfg: GemmaConfig, vocab_size: int) -> dict:
+    """Two student shapes at (nearly) equal parameters, the paper's Table 9 analog: "deep" has
+    `cfg.deep_layers` layers of width `cfg.student_d` (GeGLU d_ff = 2 d); "wide" has `cfg.student_layers`
+    layers, the width (a multiple of 2 * n_heads, as RoPE needs) whose count with d_ff = 2 d is closest to the
+    deep one's, then the d_ff that brings its count closest. Each entry: {"d_model", "n_layers", "d_ff",
+    "params"}; "gap" is (wide - deep) / deep parameters."""
+    step = 2 * cfg.n_heads
+
+    def count(d: int, layers: int, d_ff: int | None = None) -> int:
+        shape = gemma_kwargs(cfg, vocab_size, "student", d_model=d, n_layers=layers, d_ff=d_ff)
+        with torch.device("meta"):  # shapes only: no memory, no initialisation
+            return TinyTransformer(**shape).parameter_counts()["total"]
+
+    target = count(cfg.student_d, cfg.deep_layers)
+    deep = {"d_model": cfg.student_d, "n_layers": cfg.deep_layers, "d_ff": 2 * cfg.student_d, "params": target}
+    layers = cfg.student_layers
+    d = min(range(step, 4 * cfg.student_d + step, step), key=lambda w: (abs(count(w, layers) - target), w))
+    base, slope = count(d, layers, 1), count(d, layers, 2) - count(d, layers, 1)  # linear in d_ff
+    ff = max(1, round(1 + (target - base) / slope))
+    wide = {"d_model": d, "n_layers": layers, "d_ff": ff, "params": count(d, layers, ff)}
+    return {"wide": wide, "deep": deep, "gap": (wide["params"] - target) / target}
+
+
+def train_wide_deep(cfg: GemmaConfig, corpus: CharCorpus, seed: int, batches: int, windows: torch.Tensor,
+                    loss_fn=next_token_loss, steps: int | None = None) -> dict[str, Trained]:
+    """Train the wide and the deep student of `wide_deep_shapes` from seed `seed` on batch schedule `batches`
+    with `loss_fn` (the notebook distils both from one teacher), `steps` (default `cfg.student_steps`) each."""
+    shapes = wide_deep_shapes(cfg, corpus.vocab_size)
+    out = {}
+    for name in ("wide", "deep"):
+        sh = shapes[name]
+        model = build(cfg, corpus.vocab_size, "student", seed, d_model=sh["d_model"], n_layers=sh["n_layers"],
+                      d_ff=sh["d_ff"])
+        out[name] = train(model, corpus, cfg, batches, steps or cfg.student_steps, windows, loss_fn=loss_fn,
+                          desc=f"{name} d={sh['d_model']} L={sh['n_layers']} seed {seed}")
+    return out

@@ -66,6 +66,7 @@ from .figures import (
 )
 from .positions import (
     Tokenizer,
+    alibi_slopes,
     encode_example,
     max_position_needed,
     position_ids,
@@ -80,6 +81,7 @@ from .tasks import (
     TASKS,
     Example,
     check_task,
+    interleave,
     make_example,
     sample_examples,
 )
@@ -101,9 +103,11 @@ __all__ = [
     "Example",
     "Tokenizer",
     "make_example",
+    "interleave",
     "sample_examples",
     "check_task",
     "position_ids",
+    "alibi_slopes",
     "encode_example",
     "Batch",
     "ExamplePool",

@@ -12,16 +12,38 @@ import torch
 from ..core import ShammieError
 from ..transformer import TinyTransformer
 from .positions import Tokenizer, encode_example, max_position_needed, position_ids
-from .tasks import EOS, FAILURE_KINDS, SEP, TASKS, Example, _check_length, check_task, make_example
+from .tasks import (
+    EOS,
+    FAILURE_KINDS,
+    SEP,
+    TASKS,
+    Example,
+    _check_length,
+    check_task,
+    interleave,
+    make_example,
+)
 
 
 @torch.no_grad()
 def greedy_decode(model: TinyTransformer, prompt: torch.Tensor, positions: torch.Tensor, n_new: int,
-                  use_cache: bool = True) -> torch.Tensor:
+                  use_cache: bool = True, forced: torch.Tensor | None = None,
+                  force_mask: Sequence[bool] | None = None) -> torch.Tensor:
     """Greedily generate `n_new` tokens after `prompt` (B, P); `positions` (B, P + n_new) gives the ids
-    of the prompt and of each generated slot. Returns the generated ids (B, n_new)."""
+    of the prompt and of each generated slot. With `forced` (B, n_new) and `force_mask` (n_new booleans),
+    slot k takes `forced[:, k]` where `force_mask[k]` (a token the environment supplies) instead of the
+    model's choice. Returns the ids of the n_new slots (B, n_new)."""
     if positions.shape[1] < prompt.shape[1] + n_new:
         raise ShammieError(f"positions cover {positions.shape[1]} slots; prompt + n_new needs {prompt.shape[1] + n_new}")
+    if (forced is None) != (force_mask is None):
+        raise ShammieError("give both forced and force_mask, or neither")
+    if force_mask is not None and (len(force_mask) != n_new or forced.shape != (prompt.shape[0], n_new)):
+        raise ShammieError(f"forced must be (B, n_new) = ({prompt.shape[0]}, {n_new}) and force_mask n_new long")
+
+    def choose(logits: torch.Tensor, k: int) -> torch.Tensor:
+        if force_mask is not None and force_mask[k]:
+            return forced[:, k : k + 1]
+        return logits[:, -1].argmax(-1, keepdim=True)
     was_training = model.training
     model.eval()
     p = prompt.shape[1]
@@ -30,7 +52,7 @@ def greedy_decode(model: TinyTransformer, prompt: torch.Tensor, positions: torch
         cache: list = []
         logits = model(prompt, positions[:, :p], cache=cache)
         for k in range(n_new):
-            nxt = logits[:, -1].argmax(-1, keepdim=True)
+            nxt = choose(logits, k)
             out.append(nxt)
             if k + 1 < n_new:
                 logits = model(nxt, positions[:, p + k : p + k + 1], cache=cache)
@@ -38,7 +60,7 @@ def greedy_decode(model: TinyTransformer, prompt: torch.Tensor, positions: torch
         seq = prompt
         for k in range(n_new):
             logits = model(seq, positions[:, : p + k])
-            nxt = logits[:, -1].argmax(-1, keepdim=True)
+            nxt = choose(logits, k)
             out.append(nxt)
             seq = torch.cat([seq, nxt], dim=1)
     model.train(was_training)
@@ -116,21 +138,25 @@ class LengthEval:
                 "kinds": {str(k): v for k, v in self.kinds.items()}}
 
 
-def _eval_examples(task: str, n: int, count: int, seed: int, fmt: str, reverse: bool) -> list[Example]:
+def _eval_examples(task: str, n: int, count: int, seed: int, fmt: str, reverse: bool,
+                   interleaved: bool = False) -> list[Example]:
     rng = np.random.default_rng([seed, n, TASKS.index(task)])
-    return [make_example(task, n, rng, fmt, reverse) for _ in range(count)]
+    exs = [make_example(task, n, rng, fmt, reverse) for _ in range(count)]
+    return [interleave(ex) for ex in exs] if interleaved else exs
 
 
 @torch.no_grad()
 def evaluate_by_length(model: TinyTransformer, task: str, lengths: Sequence[int], *, fmt: str = "short",
                        scheme: str = "plain", tokenizer: Tokenizer | None = None, n_samples: int = 100,
                        seed: int = 1234, reverse: bool = True, max_positions: int | None = None,
-                       keep_samples: int = 3, device: torch.device | str | None = None) -> LengthEval:
+                       keep_samples: int = 3, device: torch.device | str | None = None,
+                       interleaved: bool = False) -> LengthEval:
     """Greedy-decode `n_samples` fresh instances per length in `lengths` and score them.
 
     The test instances depend only on (`seed`, length, task), so every model sees the same ones. The
     decoder writes as many tokens as the reference target has (the known length is used only to
-    stop); a missing or misplaced end token counts as ``wrong_length``.
+    stop); a missing or misplaced end token counts as ``wrong_length``. With `interleaved` the instances
+    are `interleave`d (the same instances otherwise) and the tokens the environment supplies are forced.
     """
     check_task(task, fmt)
     lengths = [_check_length(n, "test length") for n in lengths]
@@ -141,7 +167,7 @@ def evaluate_by_length(model: TinyTransformer, task: str, lengths: Sequence[int]
     device = torch.device(device) if device is not None else next(model.parameters()).device
     out = LengthEval(lengths, {}, {}, {}, {})
     for n in lengths:
-        exs = _eval_examples(task, n, n_samples, seed, fmt, reverse)
+        exs = _eval_examples(task, n, n_samples, seed, fmt, reverse, interleaved)
         need = max_position_needed(exs[0], scheme, max_positions, tokenizer)
         if model.spec.position == "learned" and need >= model.spec.max_positions:
             raise ShammieError(
@@ -159,7 +185,8 @@ def evaluate_by_length(model: TinyTransformer, task: str, lengths: Sequence[int]
             ids = torch.tensor(np.stack([enc[i][0] for i in members]), device=device)
             pos = torch.tensor(np.stack([position_ids(scheme, enc[i][1], rng, max_positions, train=False)
                                          for i in members]), device=device)
-            gen = greedy_decode(model, ids[:, :p], pos, total - p).cpu().numpy()
+            force = (ids[:, p:], list(exs[members[0]].given)) if interleaved else (None, None)
+            gen = greedy_decode(model, ids[:, :p], pos, total - p, forced=force[0], force_mask=force[1]).cpu().numpy()
             for row, i in enumerate(members):
                 g = tokenizer.decode(gen[row])
                 kind, step = classify(exs[i], g)

@@ -13,8 +13,8 @@ from ..config import ConfigError, ProfileConfig
 from ..core import ShammieError
 from ..transformer import POSITION_ENCODINGS, TinyTransformer, count_parameters
 from .evaluation import evaluate_by_length
-from .positions import Tokenizer
-from .tasks import SCHEMES, check_task, sample_examples
+from .positions import Tokenizer, alibi_slopes
+from .tasks import SCHEMES, check_task, interleave, sample_examples
 from .train import ExamplePool, train_model
 
 
@@ -36,9 +36,12 @@ class Variant:
     lr: float | None = None  # None: the config's lr
     steps: int | None = None  # None: the steps run_variant is given
     max_positions: int | None = None  # None: the config's max_positions
+    interleaved: bool = False  # distractors removed at the data level (`interleave`: parity, short, not hints)
 
     def __post_init__(self):
         check_task(self.task, self.fmt)
+        if self.interleaved and (self.task, self.fmt) != ("parity", "short") or self.interleaved and self.scheme == "hints":
+            raise ShammieError("an interleaved arm is parity with a short scratchpad, not with index hints")
         if self.scheme not in SCHEMES:
             raise ShammieError(f"unknown position scheme {self.scheme!r}: choose one of {', '.join(SCHEMES)}")
         if self.position not in POSITION_ENCODINGS:
@@ -73,6 +76,7 @@ class LengthGenConfig(ProfileConfig):
     parity_schemes: tuple[str, ...] = ()  # more scratchpad parity arms with these position schemes (randomized, hints)
     trace_arms: bool = False  # also train Zhou et al.'s full traces (parity, addition) against the short scratchpad
     variables_arms: bool = False  # also train variable assignment (short scratchpad; plain and coupled ids)
+    data_removal: bool = True  # parity with the input distractors removed from the data (interleaved bits)
     batch_size: int = 32
     add_batch_size: int = 32
     lr: float = 3e-3  # peak learning rate of the coupled (1-layer) variants
@@ -134,8 +138,9 @@ class LengthGenConfig(ProfileConfig):
 def parity_variants(cfg: LengthGenConfig) -> list[Variant]:
     """The parity arms: direct answer; scratchpad with each of `cfg.parity_encodings` (plain ids); position
     coupling as Cho et al. published it (learned embeddings of coupled ids, random start in training);
-    the same with a window in coupled-id space (distractors removed); then the optional arms of the
-    config (more windows, randomized positions, index hints)."""
+    the same with a window in coupled-id space (distractors removed); the input distractors removed at the
+    data level (`interleave`: each bit given right before its state; plain ids, relative bias, no window);
+    then the optional arms of the config (more windows, randomized positions, index hints)."""
     base = dict(n_layers=cfg.baseline_layers, lr=cfg.baseline_lr, steps=cfg.steps)
     cpl = dict(n_layers=cfg.coupled_layers, lr=cfg.lr, steps=cfg.coupled_steps, max_positions=cfg.coupled_max_positions)
     out = [Variant("direct", "parity", "none", "plain", "learned", **base)]
@@ -144,6 +149,9 @@ def parity_variants(cfg: LengthGenConfig) -> list[Variant]:
         out.append(Variant(f"scratchpad, {names.get(enc, enc)}", "parity", "short", "plain", enc, **base))
     out.append(Variant("coupled", "parity", "short", "coupled", "learned", None, **cpl))
     out.append(Variant("coupled + window", "parity", "short", "coupled", "learned", cfg.window, **cpl))
+    if cfg.data_removal:  # no window, plain ids with a relative bias: what is left to fail is the growing history
+        out.append(Variant("interleaved, relbias", "parity", "short", "plain", "relbias", None, cfg.coupled_layers,
+                           lr=cfg.lr, steps=cfg.coupled_steps, interleaved=True))
     for w in cfg.window_sweep:
         if w != cfg.window:
             out.append(Variant(f"coupled + window {w}", "parity", "short", "coupled", "learned", w, **cpl))
@@ -194,9 +202,12 @@ def variables_variants(cfg: LengthGenConfig) -> list[Variant]:
 def build_model(variant: Variant, cfg: LengthGenConfig, tokenizer: Tokenizer, seed: int) -> TinyTransformer:
     """A freshly initialised TinyTransformer for `variant` (weights seeded by `seed`)."""
     torch.manual_seed(seed)
-    return TinyTransformer(len(tokenizer), d_model=cfg.d_model, n_heads=cfg.n_heads, n_layers=variant.n_layers,
-                           d_ff=cfg.d_ff, position=variant.position,
-                           max_positions=variant.max_positions or cfg.max_positions, window=variant.window)
+    model = TinyTransformer(len(tokenizer), d_model=cfg.d_model, n_heads=cfg.n_heads, n_layers=variant.n_layers,
+                            d_ff=cfg.d_ff, position=variant.position,
+                            max_positions=variant.max_positions or cfg.max_positions, window=variant.window)
+    if variant.position == "alibi":  # Press et al.'s slopes, also for a head count that is not a power of 2
+        model.slopes.copy_(alibi_slopes(cfg.n_heads))
+    return model
 
 
 def run_variant(variant: Variant, cfg: LengthGenConfig, seed: int, *, train_lengths: Sequence[int],
@@ -217,13 +228,15 @@ def run_variant(variant: Variant, cfg: LengthGenConfig, seed: int, *, train_leng
     batch_size = cfg.add_batch_size if variant.task == "addition" else cfg.batch_size
     rng = np.random.default_rng([seed, 7])
     examples = sample_examples(variant.task, cfg.pool_size, train_lengths, rng, variant.fmt, variant.reverse)
+    if variant.interleaved:
+        examples = [interleave(ex) for ex in examples]
     pool = ExamplePool(examples, tokenizer, variant.scheme, rng)
     model = build_model(variant, cfg, tokenizer, seed).to(device)
     history = train_model(model, pool, steps=steps, batch_size=batch_size, lr=variant.lr or cfg.lr, seed=seed,
                           max_positions=max_positions, device=device, desc=f"{variant.name} s{seed}")
     ev = evaluate_by_length(model, variant.task, test_lengths, fmt=variant.fmt, scheme=variant.scheme,
                             tokenizer=tokenizer, n_samples=cfg.eval_samples, seed=eval_seed, reverse=variant.reverse,
-                            max_positions=max_positions, device=device)
+                            max_positions=max_positions, device=device, interleaved=variant.interleaved)
     return {"variant": variant, "seed": seed, "model": model, "history": history, "eval": ev,
             "params": count_parameters(model), "tokenizer": tokenizer}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +47,7 @@ class Example:
     sep_align: int
     prompt_indexed: tuple[bool, ...]
     answer_indexed: bool
+    given: tuple[bool, ...] = ()  # per target token: True where the environment supplies it (see `interleave`)
 
     @property
     def scratch(self) -> tuple[str, ...]:
@@ -220,6 +222,24 @@ def _copy(n: int, rng: np.random.Generator, fmt: str) -> Example:
     return Example("copy", n, fmt, {"digits": xs}, toks + ("=",), tuple(steps), toks,
                    tuple(range(1, n + 1)) + (0,), tuple(range(1, len(steps) + 1)), tuple(range(1, n + 1)), 0,
                    (True,) * n + (False,), True)
+
+
+def interleave(ex: Example) -> Example:
+    """Anil et al.'s distractors removed at the data level (parity, short scratchpad): the input bits are no
+    longer in the prompt; the environment gives each bit right before the state that reads it, and the answer
+    marker when the input ends. The sequence is ``= b1 s1 b2 s2 ... bn sn > y <eos>``: the bits not read yet
+    are absent (no input distractors), the earlier bits and states stay in view (the scratchpad's
+    distractors). `given` marks the supplied tokens (the bits and ``>``): training leaves them out of the
+    loss and decoding writes them in instead of the model's guess."""
+    if ex.task != "parity" or ex.fmt != "short":
+        raise ShammieError(f"interleave takes parity with a short scratchpad, got {ex.task!r} / {ex.fmt!r}")
+    if ex.given:
+        raise ShammieError("this example is interleaved already")
+    bits = tuple(str(b) for b in ex.problem["bits"])
+    steps = tuple((b,) + s for b, s in zip(bits, ex.steps))
+    given = tuple(g for _ in steps for g in (True, False)) + (True,) + (False,) * (len(ex.answer) + 1)
+    return dataclasses.replace(ex, prompt=("=",), prompt_align=(0,), prompt_indexed=(False,), steps=steps,
+                               given=given)
 
 
 def make_example(task: str, length: int, rng: np.random.Generator | int, fmt: str = "short",

@@ -20,7 +20,8 @@ from .tasks import SCHEMES, Example
 class Batch:
     """Inputs (B, T), next-token targets (B, T), position ids (B, T) and a mask of the targets that count.
 
-    The mask covers only the target part (scratchpad, answer, end), never the prompt or the padding.
+    The mask covers only the target part (scratchpad, answer, end), never the prompt or the padding, nor
+    the target tokens the environment supplies (`Example.given`).
     """
 
     tokens: torch.Tensor
@@ -52,13 +53,16 @@ class ExamplePool:
         self.scheme = scheme
         self.tokenizer = tokenizer
         self.examples = list(examples)
-        self.ids, self.align, self.prompt_len = [], [], []
+        self.ids, self.align, self.prompt_len, self.given = [], [], [], []
         for ex in self.examples:
+            if ex.given and scheme == "hints":
+                raise ShammieError("interleaved examples take the plain, randomized or coupled scheme, not hints")
             off = int(rng.integers(max(tokenizer.n_hints, 1))) if scheme == "hints" else 0
             ids, al, p = encode_example(ex, tokenizer, scheme, off)
             self.ids.append(ids)
             self.align.append(al)
             self.prompt_len.append(p)
+            self.given.append(np.asarray((False,) * p + ex.given, dtype=bool) if ex.given else None)
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -104,6 +108,8 @@ class ExamplePool:
                 targets[r, at : at + n] = seq[1:]
                 pos[r, at : at + n] = p[:-1]
                 mask[r, at + self.prompt_len[i] - 1 : at + n] = True
+                if self.given[i] is not None:  # tokens the environment supplies are not predicted
+                    mask[r, at : at + n] &= ~self.given[i][1:]
                 seg[r, at : at + n] = k
                 at += n
         return Batch(torch.from_numpy(tokens), torch.from_numpy(targets), torch.from_numpy(pos), torch.from_numpy(mask),
