@@ -72,8 +72,12 @@ grade: $(STAMP) ## auto-grade submitted exercise notebooks: make grade DIR=submi
 	@test -n "$(DIR)" || { echo "make grade needs DIR=<folder of submitted notebooks>"; exit 2; }
 	$(PY) -m shammie.exercises grade $(DIR)
 
-test: $(STAMP) ## unit tests + a smoke run of every notebook
-	$(PY) -m pytest $(PYTEST_ARGS)
+# make test spreads the tests over TEST_JOBS processes (default: the cores; TEST_JOBS=0 runs them in
+# this one); tests that share a module-scoped fixture (the smoke run of every notebook) stay together
+TEST_JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+
+test: $(STAMP) ## unit tests + a smoke run of every notebook (TEST_JOBS=cores processes)
+	$(PY) -m pytest -n $(TEST_JOBS) --dist loadgroup $(PYTEST_ARGS)
 
 unit: $(STAMP) ## unit tests only (no notebooks, no servers)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
@@ -87,8 +91,8 @@ full: $(STAMP) ## paper-scale run (GPU; CIFAR-10 under data/ or network)
 lab: $(STAMP) ## open JupyterLab on notebooks/ with the project's kernel
 	SHAMMIE_HOME=$(CURDIR) $(VENV)/bin/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(ARGS)
 
-bench: $(STAMP) ## benchmarks: every bench/bench_*.py, ratios against peers measured in one run
-	@set -e; for f in bench/bench_*.py; do echo "== $$f"; $(PY) $$f; done
+bench: $(STAMP) ## benchmarks: every bench/bench_*.py against peers; keeps reports/bench/<UTC time>.json, prints each target met or MISSED
+	$(PY) -m shammie bench run $(if $(ONLY),--only $(ONLY)) $(ARGS)
 
 lint: $(STAMP) ## ruff on the library, tests, benchmarks and notebooks; notebooks stored clean
 	$(VENV)/bin/ruff check lib tests bench notebooks

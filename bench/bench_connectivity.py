@@ -25,6 +25,7 @@ import copy
 import time
 
 import torch
+from timing import target
 
 import shammie
 from shammie.connectivity import (
@@ -130,6 +131,11 @@ def main(argv: list[str] | None = None) -> None:
             if method == "activation":
                 line += f"; without the data pass {max(r['solve_ratio'] for r in sel):.2f}x at most"
             print(line + (" [stress case]" if pair == "twin" else ""))
+    print("targets (issue 23: alignment <= 2x the Hungarian floor at widths 256-2048, independent pair):")
+    for r in rows:
+        if r["pair"] == "independent":
+            target(f"connectivity.{r['method']}_matching_w{r['width']}_over_hungarian", r["ratio"], 2.0,
+                   higher_is_better=False)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Both solve the same problem (the planted-teacher task of notebook 03 at the quick-profile size, and a
 larger one for information) from scratch, problem construction included; the best of `repeats`
-wall-clock times is compared. The objectives must agree to 1e-6 (relative). The issue asks for our
+CPU times (one thread) is compared. The objectives must agree to 1e-6 (relative). The issue asks for our
 solver to be at least 10 times faster at the quick-profile size.
 
     python bench/bench_convex_attention.py
@@ -10,7 +10,9 @@ solver to be at least 10 times faster at the quick-profile size.
 
 from __future__ import annotations
 
-from timing import best_of
+import time
+
+from timing import best_of, target
 
 import shammie
 from shammie.convex_attention import (
@@ -31,8 +33,9 @@ def bench_case(
     beta = 0.1 * lambda_max(X, y)
     solve_convex_cvxpy(X, y, beta)  # warm-up: imports and first compilation are not timed
     solve_convex(X, y, beta)
-    t_ours, sol = best_of(lambda: solve_convex(X, y, beta, tol=1e-9, trace=False), repeats)
-    t_cvx, (_, value) = best_of(lambda: solve_convex_cvxpy(X, y, beta), repeats)
+    cpu = time.process_time  # CPU seconds, which other jobs on a shared machine inflate far less than wall time
+    t_ours, sol = best_of(lambda: solve_convex(X, y, beta, tol=1e-9, trace=False), repeats, clock=cpu)
+    t_cvx, (_, value) = best_of(lambda: solve_convex_cvxpy(X, y, beta), repeats, clock=cpu)
     rel = abs(sol.objective - value) / abs(value)
     return {
         "case": name,
@@ -67,6 +70,9 @@ def main() -> None:
         f"\ntarget (quick profile): FISTA >= 10x faster than cvxpy at the same objective -> {verdict} "
         f"({quick['speedup']:.1f}x)"
     )
+    if not quick["agree_1e-6"]:
+        print(f"the objectives differ by {quick['rel_diff']:.1e} (relative): the speedup does not count")
+    target("convex_attention.fista_vs_cvxpy_quick_profile", quick["speedup"] if quick["agree_1e-6"] else 0.0, 10.0)
 
 
 if __name__ == "__main__":

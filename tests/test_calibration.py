@@ -166,6 +166,142 @@ def test_equal_mass_ece_does_not_depend_on_the_order_of_tied_examples():
     assert reliability_data(p[:5], y[:5], binning="mass", kind="probs")["count"].sum() == 5
 
 
+# ------------------------------------------------------------------------------------------------
+# the fast top-label path (block by block, class-major, hits without argmax, equal-mass bins without a
+# sort) against the direct computation it replaced
+
+
+def _direct_top(scores, labels, kind):
+    """The previous implementation: an (N, K) float64 copy, argmax (first of tied maxima), and for logits
+    1 / sum_j exp(z_j - max z) over rows."""
+    s = scores.detach().double().numpy() if isinstance(scores, torch.Tensor) else np.asarray(scores, np.float64)
+    y = np.asarray(labels)
+    pred = s.argmax(1)
+    top = s[np.arange(len(s)), pred]
+    conf = top if kind == "probs" else 1.0 / np.exp(s - top[:, None]).sum(1)
+    return conf, (pred == y).astype(np.float64)
+
+
+def _sorted_mass_bins(conf, n_bins):
+    """Equal-mass bins from a full sort (the previous `_mass_edges`)."""
+    s, n = np.sort(conf), len(conf)
+    cuts = (np.arange(1, n_bins) * n + n_bins - 1) // n_bins
+    below, above = s[np.clip(cuts - 1, 0, n - 1)], s[np.clip(cuts, 0, n - 1)]
+    return np.searchsorted(np.where(cuts >= n, np.inf, (below + above) / 2), conf, side="left")
+
+
+def _direct_metrics(conf, hit, n_bins=15):
+    out = {}
+    for binning in ("width", "mass"):
+        idx = (np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1) if binning == "width"
+               else _sorted_mass_bins(conf, n_bins))
+        count = np.bincount(idx, minlength=n_bins)
+        gap = np.abs(np.bincount(idx, hit, n_bins) - np.bincount(idx, conf, n_bins))
+        out[binning] = (gap.sum() / len(conf), (gap[count > 0] / count[count > 0]).max(), count)
+    return out
+
+
+def _tied_problem(n, k, dtype, seed):
+    """Logits with many exact ties at the maximum (small integers), labels often on a later tied class."""
+    rng = np.random.default_rng(seed)
+    z = rng.integers(-2, 3, size=(n, k)).astype(dtype)
+    y = np.where(rng.random(n) < 0.5, np.argmax(z, 1), rng.integers(0, k, n))
+    tied_later = np.flatnonzero((z == z.max(1, keepdims=True)).sum(1) > 1)
+    y[tied_later[::2]] = k - 1  # some labels on the last class, tied with the max or not
+    return z, y
+
+
+@pytest.mark.parametrize("k,dtype", [(2, np.float64), (3, np.float16), (10, np.float32), (10, np.int64),
+                                     (63, np.float64), (64, np.float32), (130, np.float16)])
+def test_fast_path_equals_the_direct_computation(k, dtype, monkeypatch):
+    from shammie.calibration import metrics
+
+    monkeypatch.setattr(metrics, "_BLOCK", 1 << 10)  # several blocks and a short last one, even for small n
+    n = 1500
+    for case, (z, y) in enumerate((_tied_problem(n, k, dtype, seed=k),
+                                   (np.random.default_rng(k).normal(0, 3, (n, k)).astype(dtype),
+                                    np.random.default_rng(k + 1).integers(0, k, n)))):
+        conf, hit = _direct_top(z, y, "logits")
+        top = metrics._top_label(metrics._scores_array(z), y.astype(np.int64), "auto", 15)
+        assert top.kind == "logits"
+        np.testing.assert_allclose(top.conf, conf, rtol=0, atol=1e-12)
+        np.testing.assert_array_equal(top.hit, hit)  # ties resolved to the first maximum, as argmax
+        ref, ref_same_conf = _direct_metrics(conf, hit), _direct_metrics(top.conf, hit)
+        for binning in ("width", "mass"):
+            # equal-mass bins split groups of equal confidences by value: confidences equal in exact arithmetic
+            # (integer logits) but an ulp apart, by the order of a K-term sum, may fall on either side of an edge,
+            # so with the tied logits only the same confidences binned directly must give the same value
+            tied = case == 0
+            want = ref_same_conf if (binning == "mass" and tied) else ref
+            assert ece(z, y, binning=binning) == pytest.approx(want[binning][0], abs=1e-12)
+            assert mce(z, y, binning=binning) == pytest.approx(want[binning][1], abs=1e-12)
+            assert reliability_data(z, y, binning=binning)["count"].tolist() == want[binning][2].tolist()
+        # probabilities: the confidences are read, not computed, so the values are the same to the last bit
+        p = np.round(F.softmax(torch.as_tensor(z, dtype=torch.float64), 1).numpy(), 2)
+        p /= p.sum(1, keepdims=True)  # coarse grid: tied maxima and confidences exactly on bin edges
+        ref = _direct_metrics(*_direct_top(p, y, "probs"))
+        for binning in ("width", "mass"):
+            assert ece(p, y, binning=binning) == ref[binning][0]
+            assert ece(p, y, binning=binning, kind="probs") == ref[binning][0]
+            assert mce(p, y, binning=binning) == ref[binning][1]
+
+
+def test_fast_path_exp_is_the_same_with_numpy_or_torch(monkeypatch):
+    from shammie.calibration import metrics
+
+    z, y = random_problem(n=5000, k=10, scale=4.0, seed=11)
+    values = {}
+    for simd in (True, False):
+        monkeypatch.setattr(metrics, "_NUMPY_SIMD_EXP64", simd)
+        values[simd] = (ece(z, y), mce(z, y), ece(z.float(), y, binning="mass"), auroc_correct(z, y))
+    assert values[True] == pytest.approx(values[False], abs=1e-12)
+
+
+def test_fast_equal_mass_bins_equal_the_sorted_ones_on_edge_cases():
+    from shammie.calibration.metrics import _MASS_CELLS, _bin_key, _mass_bins
+
+    rng = np.random.default_rng(3)
+    cases = {
+        "random": rng.random(5000),
+        "saturated": np.r_[np.ones(3000), rng.random(2000)],  # 60% exactly 1.0: edges and ties in the top cell
+        "one cell": 0.5 + rng.random(4000) * 1e-6,  # every confidence in one cell of the fine grid
+        "all equal": np.full(999, 0.3),
+        "grid": rng.choice(np.arange(1, 16) / 15, 3000),  # exactly on equal-width edges, many ties
+        "cell edges": rng.choice(np.arange(0, _MASS_CELLS + 1) / _MASS_CELLS, 3000),
+        "tiny": np.array([0.9, 0.2, 0.9]),
+        "one": np.array([0.7]),
+    }
+    for name, conf in cases.items():
+        cell = _bin_key(conf.copy(), -_MASS_CELLS).astype(np.int64)
+        for n_bins in (1, 2, 10, 15, 7000):
+            np.testing.assert_array_equal(_mass_bins(conf, cell, n_bins), _sorted_mass_bins(conf, n_bins),
+                                          err_msg=f"{name}, {n_bins} bins")
+
+
+def test_fast_path_keeps_the_clear_errors(monkeypatch):
+    from shammie.calibration import metrics
+
+    monkeypatch.setattr(metrics, "_BLOCK", 1 << 10)
+    z, y = random_problem(n=3000, k=10, seed=12)
+    for bad_value in (float("nan"), float("inf"), float("-inf")):
+        bad = z.float().clone()
+        bad[2900, 7] = bad_value  # in the last block, not the first
+        for fn in (ece, mce, reliability_data, auroc_correct, calibration_metrics):
+            with pytest.raises(CalibrationInputError, match="contains 1 NaN or infinite"):
+                fn(bad, y)
+    p = torch.softmax(z, 1)
+    p[2900] = 0.5  # a row of the last block sums to 5: not probabilities
+    with pytest.raises(CalibrationInputError, match="not probabilities"):
+        ece(p, y, kind="probs")
+    assert ece(p, y) == pytest.approx(ece(p, y, kind="logits"), abs=1e-15)  # "auto": read as logits, as before
+    with pytest.raises(CalibrationInputError, match="real numbers"):
+        ece(z.numpy().astype(complex), y)
+    with pytest.raises(CalibrationInputError, match="binning"):
+        ece(z, y, binning="quantile")
+    # dtypes numpy lacks are read through float32
+    assert ece(z.bfloat16(), y) == pytest.approx(ece(z.bfloat16().float(), y), abs=1e-15)
+
+
 def test_calibrators_refuse_probabilities_instead_of_guessing():
     z, y = random_problem(200, 5)
     p = torch.softmax(z, 1)

@@ -68,3 +68,30 @@ def test_cifar_resnet18_on_32x32_and_its_blocks_fire_hooks():
     assert shapes == [(2, 64, 32, 32), (2, 64, 32, 32), (2, 128, 16, 16), (2, 256, 8, 8), (2, 512, 4, 4)]
     assert len(model.blocks) == 5 and model.head is model.fc
     assert model.conv1.stride == (1, 1)
+
+
+def test_vgg_and_resnet20_on_32x32_images_with_blocks_and_head():
+    from shammie.models import VGG, VGG_CONFIGS, ResNet20
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 32, 32)
+    for model in (VGG("VGG11", 1, batchnorm=True), ResNet20(1, batchnorm=False)):
+        model.eval()
+        assert model(x).shape == (1, 10)
+        assert isinstance(model.blocks, torch.nn.ModuleList) and isinstance(model.head, torch.nn.Linear)
+    convs = [m for m in VGG("VGG11", 2).modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [2 * c for c in VGG_CONFIGS["VGG11"] if c != "M"]
+    assert len(ResNet20(1).blocks) == 9 and ResNet20(1).head.in_features == 64
+    with pytest.raises(ShammieError, match="unknown VGG config"):
+        VGG("VGG7")
+    with pytest.raises(ShammieError, match="width"):
+        ResNet20(0)
+
+
+def test_connectivity_reexports_the_shared_vgg_and_resnet20():
+    import shammie.connectivity as conn
+    import shammie.connectivity.models as conn_models
+    from shammie import models
+
+    assert conn.VGG is models.VGG and conn.ResNet20 is models.ResNet20
+    assert conn_models.VGG is models.VGG and conn_models.ResNet20 is models.ResNet20

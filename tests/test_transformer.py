@@ -565,3 +565,101 @@ def test_bad_lm_options_are_explained():
         m(tokens(1, 4), segments=torch.zeros(1, 4, dtype=torch.long), cache=cache)
     with pytest.raises(ShammieError, match="embeds"):
         m(tokens(1, 4), embeds=torch.zeros(1, 4, 7))
+
+
+# ---------------------------------------------------------------------------------------------
+# The fast CPU paths (hand-written backward passes, grouped attention without repeated K/V, cached
+# masks) against the plain autograd formulas they replace
+# ---------------------------------------------------------------------------------------------
+def _reference_capped_attention(q, k, v, bias, scale, cap):
+    g = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(g, dim=1), v.repeat_interleave(g, dim=1)
+    s = bias + cap * torch.tanh(scale * (q @ k.transpose(-1, -2)) / cap)
+    return torch.softmax(s, dim=-1) @ v
+
+
+@pytest.mark.parametrize("kv", [4, 2, 1])
+@pytest.mark.parametrize("cap", [5.0, 50.0, 1e3])  # 5 and 50: the sigmoid form; 1e3: tanh
+@pytest.mark.parametrize("per_head_bias", [False, True])
+def test_capped_attention_function_equals_the_formula_with_its_gradients(kv, cap, per_head_bias):
+    import shammie.transformer as tr
+
+    g = torch.Generator().manual_seed(kv)
+    b, h, t, dh = 2, 4, 6, 8
+    x = (3 * torch.randn(b, t, h + 2 * kv, dh, generator=g, dtype=torch.float64)).requires_grad_()
+    bias = torch.zeros(b, h if per_head_bias else 1, t, t, dtype=torch.float64)
+    bias = bias + (torch.randn(bias.shape, generator=g, dtype=torch.float64) if per_head_bias else 0)
+    bias = bias.masked_fill(~sliding_window_mask(t, 3), float("-inf"))
+    grad = torch.randn(b, h, t, dh, generator=g, dtype=torch.float64)
+    results = []
+    for fn in (tr._CappedAttention.apply, _reference_capped_attention):
+        x.grad = None
+        q, k, v = (p.transpose(1, 2) for p in x.split([h, kv, kv], dim=2))
+        out = fn(q, k, v, bias, 0.35, cap)
+        out.backward(grad)
+        results.append((out.detach(), x.grad.clone()))
+    torch.testing.assert_close(results[0][0], results[1][0], atol=1e-12, rtol=1e-10)
+    torch.testing.assert_close(results[0][1], results[1][1], atol=1e-12, rtol=1e-10)
+
+
+def test_rmsnorm_rope_softcap_functions_equal_their_formulas_with_gradients():
+    import shammie.transformer as tr
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 5, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    w = (0.3 * torch.randn(8, generator=g, dtype=torch.float64)).requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, b: tr._RMSNormFunction.apply(a, b, 1e-6), (x, w))
+    torch.testing.assert_close(tr._RMSNormFunction.apply(x, w, 1e-6), F.rms_norm(x, (8,), 1 + w, 1e-6))
+    angle = torch.randn(3, 5, 1, 4, generator=g, dtype=torch.float64)  # (B, T, 1, dh/2): one angle per position
+    cos, sin = torch.cat([angle.cos()] * 2, -1), torch.cat([-angle.sin(), angle.sin()], -1)
+    heads = torch.randn(3, 5, 2, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a: tr._RopeFunction.apply(a, cos, sin), (heads,))
+    h1, h2 = heads.chunk(2, -1)
+    torch.testing.assert_close(tr._RopeFunction.apply(heads, cos, sin), heads * cos + torch.cat([h2, h1], -1) * sin)
+    y = (40 * torch.randn(4, 7, generator=g, dtype=torch.float64)).requires_grad_()
+    assert torch.autograd.gradcheck(lambda a: tr._SoftcapFunction.apply(a, 30.0), (y,))
+    assert torch.equal(tr._SoftcapFunction.apply(y.float(), 30.0), softcap(y.float(), 30.0))  # same values
+
+
+@pytest.mark.parametrize("config", ["gemma", "caps", "mqa", "local-global", "head_dim", "moe"])
+def test_fast_paths_train_like_the_reference_paths(config, monkeypatch):
+    """Logits, loss and every parameter gradient of a training step agree with the fast paths off
+    (float64: agreement to rounding; float32 within float tolerance)."""
+    import shammie.transformer as tr
+
+    for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 2e-5)):
+        results = []
+        for fast in (True, False):
+            monkeypatch.setattr(tr, "_FAST_PATHS", fast)
+            m = make_lm(**CONFIGS[config]).to(dtype).train()
+            x = tokens(3, 11)
+            logits = m(x)
+            loss = F.cross_entropy(logits.reshape(-1, V).float(), x.roll(-1, 1).reshape(-1))
+            loss.backward()
+            results.append((logits.detach(), [p.grad.clone() for p in m.parameters()]))
+        torch.testing.assert_close(results[0][0], results[1][0], atol=tol, rtol=tol)
+        for a, b in zip(results[0][1], results[1][1]):
+            torch.testing.assert_close(a, b, atol=tol, rtol=tol)
+
+
+def test_cached_masks_are_the_sliding_window_masks_and_follow_the_cache():
+    m = make_lm(**CONFIGS["gemma"])
+    for t in (5, 9, 5):  # a second call with a length already seen uses the cached mask
+        x = tokens(2, t)
+        fresh = make_lm(**CONFIGS["gemma"])
+        torch.testing.assert_close(m(x), fresh(x))
+    masks = m.__dict__["_mask_cache"]
+    for (q0, tq, k0, tk, sliding, _), bias in masks.items():
+        assert (q0, k0, tq) == (0, 0, tk) and bias.shape == (1, 1, tq, tk)
+        torch.testing.assert_close(bias[0, 0] == 0, sliding_window_mask(tq, sliding))
+    # incremental decoding (keys offset from queries) agrees with the full forward
+    x = tokens(2, 9)
+    cache: list = []
+    steps = [m(x[:, :4], cache=cache)] + [m(x[:, i : i + 1], cache=cache) for i in range(4, 9)]
+    torch.testing.assert_close(torch.cat(steps, 1), m(x), atol=1e-5, rtol=1e-5)
+
+
+def test_scaled_embeddings_are_the_scaled_table_rows():
+    m = make_lm(**CONFIGS["gemma"])
+    x = tokens(2, 7)
+    assert torch.equal(m.embed_inputs(x), m.embed(x) * (32 ** 0.5))

@@ -43,7 +43,11 @@ pre-LayerNorm, ReLU, multi-head decoder), mostly after Gemma 2 (arXiv 2408.00118
 d_model) in place of token embeddings, so one decoder reads interleaved modalities. The model keeps
 a key/value cache for incremental decoding (`forward(..., cache=[])`); local layers keep only the
 last W - 1 keys. The attention runs in `F.scaled_dot_product_attention` unless a cap is set or the
-weights are asked for; then in an explicit path (matmul, cap, mask, softmax) that computes the same.
+weights are asked for; a capped attention runs in `_CappedAttention` (grouped heads without repeating
+K/V, a hand-written backward), and the weights, dropout or a learned bias take an explicit path
+(matmul, cap, mask, softmax) that computes the same. On the CPU, RMSNorm, RoPE and the final soft-cap
+have hand-written backward passes too (torch differentiates them op by op); masks that depend only on
+the sequence indices are built once per shape and cached. `_FAST_PATHS = False` turns these off.
 """
 
 from __future__ import annotations
@@ -82,6 +86,10 @@ LAYER_KINDS = ("G", "L")  # global, local (sliding window)
 NORMS = ("layernorm", "rmsnorm")
 FFNS = ("relu", "geglu")
 _ABSOLUTE = ("learned", "sinusoidal")
+# the hand-differentiated CPU kernels below (RMSNorm, RoPE, final soft-cap, capped attention); False takes
+# the plain autograd formulas they replace (the tests compare the two)
+_FAST_PATHS = True
+_SIGMOID_CAP_MAX = 64.0  # attention caps up to this take the sigmoid form in `_CappedAttention`
 # options that change no parameter shape: `TinyTransformer.reconfigure` may change them after training
 _RECONFIGURABLE = ("window", "layer_pattern", "sliding_window", "attn_softcap", "final_softcap")
 
@@ -247,7 +255,40 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.zeros(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.rms_norm(x, (x.shape[-1],), 1.0 + self.weight, self.eps)
+        return _rms_norm(x, self.weight, self.eps)
+
+
+class _RMSNormFunction(torch.autograd.Function):
+    """RMSNorm in a few fused passes with its backward by hand (on the CPU torch 2.14 differentiates
+    `F.rms_norm` op by op, about twice as slow)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        d = x.shape[-1]
+        rstd = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_().div_(d).add_(eps).rsqrt_()
+        n = x * rstd  # the normalised input
+        ctx.save_for_backward(n, rstd, weight)
+        return n * (1.0 + weight)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        n, rstd, weight = ctx.saved_tensors
+        d = n.shape[-1]
+        scale = 1.0 + weight
+        gxn = grad * n
+        gw = gxn.reshape(-1, d).sum(0) if ctx.needs_input_grad[1] else None
+        gx = None
+        if ctx.needs_input_grad[0]:  # rstd * (g (1+w) - n * mean(g (1+w) n))
+            dot = torch.matmul(gxn, scale).unsqueeze(-1).div_(d)
+            gx = torch.addcmul(grad * scale, n, dot, value=-1).mul_(rstd)
+        return gx, gw, None
+
+
+def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """``x * rsqrt(mean(x^2) + eps) * (1 + weight)``: the fused function when a CPU gradient is needed."""
+    if _FAST_PATHS and x.device.type == "cpu" and torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        return _RMSNormFunction.apply(x, weight, eps)
+    return F.rms_norm(x, (x.shape[-1],), 1.0 + weight, eps)
 
 
 def _activate(h: torch.Tensor, ffn: str) -> torch.Tensor:
@@ -300,6 +341,86 @@ class MoEFeedForward(nn.Module):
         self.aux_loss = self.n_experts * (frac * probs.mean(0)).sum()
         self.last_choice = choice.detach()
         return out.reshape(shape)
+
+
+class _RopeFunction(torch.autograd.Function):
+    """Rotary embedding ``x cos + swap(x) sin`` (swap exchanges the two halves of the last axis, sin
+    carries the signs) with its backward by hand: ``g cos + swap(g sin)``, three passes each way."""
+
+    @staticmethod
+    def forward(ctx, x, cos, sin):
+        x1, x2 = x.chunk(2, dim=-1)
+        ctx.save_for_backward(cos, sin)
+        return torch.cat([x2, x1], dim=-1).mul_(sin).addcmul_(x, cos)
+
+    @staticmethod
+    def backward(ctx, grad):
+        cos, sin = ctx.saved_tensors
+        g1, g2 = (grad * sin).chunk(2, dim=-1)
+        return torch.cat([g2, g1], dim=-1).addcmul_(grad, cos), None, None
+
+
+class _SoftcapFunction(torch.autograd.Function):
+    """``cap * tanh(x / cap)`` (the values of `softcap`) with the backward in one pass: ``g (1 - t^2)``."""
+
+    @staticmethod
+    def forward(ctx, x, cap: float):
+        t = torch.div(x, cap).tanh_()
+        ctx.save_for_backward(t)
+        return t * cap
+
+    @staticmethod
+    def backward(ctx, grad):
+        (t,) = ctx.saved_tensors
+        return torch.ops.aten.tanh_backward(grad, t), None
+
+
+class _CappedAttention(torch.autograd.Function):
+    """``softmax(bias + cap * tanh(scale * q.k / cap)) @ v`` with grouped-query heads, its backward by hand.
+
+    q (B, H, T, dh); k, v (B, H_kv, S, dh); bias (B, 1 or H, T, S), no gradient. Query head ``k*G + g``
+    reads KV head ``k`` without repeating K and V: the G query heads of a group are stacked along
+    time, (B, H_kv, G*T, dh), so each product is one batched matmul per KV head. The backward uses
+    the saved squashed logits and softmax output (what autograd would keep) in fused kernels.
+
+    For caps up to `_SIGMOID_CAP_MAX` the logits are ``2 cap sigmoid(2 z / cap)``, which differ from
+    ``cap tanh(z / cap)`` by the constant cap (softmax ignores it) and cost a sixth of torch's tanh
+    on a CPU; the rounding of the sigmoid near 1/2 moves a logit by at most about ``2 cap 2^-24``
+    (< 8e-6 at cap 64, float32 noise against the logits' own rounding). Larger caps take tanh."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, bias, scale: float, cap: float):
+        b, h, t, dh = q.shape
+        kv, s = k.shape[1], k.shape[2]
+        g = h // kv
+        sig = cap <= _SIGMOID_CAP_MAX
+        qs = torch.empty((b, h, t, dh), dtype=q.dtype, device=q.device)
+        torch.mul(q, scale * (2.0 if sig else 1.0) / cap, out=qs)  # the scalars folded into q
+        qs = qs.view(b, kv, g * t, dh)
+        z = torch.matmul(qs, k.transpose(-1, -2))  # (B, H_kv, G*T, S)
+        sq = z.sigmoid_() if sig else z.tanh_()
+        bias = bias.view(b, kv, g, t, s) if bias.shape[1] == h and h > 1 else bias.unsqueeze(2)
+        logits = torch.add(bias, sq.view(b, kv, g, t, s), alpha=2.0 * cap if sig else cap)
+        w = torch.softmax(logits, dim=-1).view(b, kv, g * t, s)
+        ctx.save_for_backward(qs, k, v, sq, w)
+        ctx.scale, ctx.cap, ctx.sig, ctx.q_shape = scale, cap, sig, q.shape
+        return torch.matmul(w, v).view(b, h, t, dh)
+
+    @staticmethod
+    def backward(ctx, grad):
+        qs, k, v, sq, w = ctx.saved_tensors
+        grad = grad.reshape(qs.shape)
+        gv = torch.matmul(w.transpose(-1, -2), grad)  # sums over the G query heads of each KV head
+        gs = torch._softmax_backward_data(torch.matmul(grad, v.transpose(-1, -2)), w, -1, w.dtype)
+        if ctx.sig:  # logits = 2 cap sigmoid(z'), z' = 2 scale q.k / cap: d/dz' = 2 cap sigmoid'
+            gz = torch.ops.aten.sigmoid_backward(gs, sq)
+            fq, fk = 4.0 * ctx.scale, 2.0 * ctx.cap
+        else:  # logits = cap tanh(z'), z' = scale q.k / cap
+            gz = torch.ops.aten.tanh_backward(gs, sq)
+            fq, fk = ctx.scale, ctx.cap
+        gq = torch.matmul(gz, k).mul_(fq).view(ctx.q_shape)
+        gk = torch.matmul(gz.transpose(-1, -2), qs).mul_(fk)
+        return gq, gk, gv, None, None, None
 
 
 class _Block(nn.Module):
@@ -417,6 +538,7 @@ class TinyTransformer(nn.Module):
         self.ln_f = nn.LayerNorm(d_model) if norm == "layernorm" else RMSNorm(d_model)
         self.head = _TiedHead(self.embed) if tie_embeddings else nn.Linear(d_model, vocab_size, bias=bias)
         self.aux_loss: torch.Tensor | None = None
+        self._mask_cache: dict[tuple, torch.Tensor] = {}  # (query/key index ranges, window) -> additive mask
         self.apply(self._init)
 
     @staticmethod
@@ -481,6 +603,9 @@ class TinyTransformer(nn.Module):
     @staticmethod
     def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         """Rotary embedding of x (..., T, dh): pairs (x_i, x_{i+dh/2}) rotated by their position's angles."""
+        if (_FAST_PATHS and torch.is_grad_enabled() and x.requires_grad and not (cos.requires_grad or sin.requires_grad)
+                and torch.broadcast_shapes(x.shape, cos.shape, sin.shape) == x.shape):
+            return _RopeFunction.apply(x, cos, sin)
         x1, x2 = x.chunk(2, dim=-1)
         return x * cos + torch.cat([x2, x1], dim=-1) * sin
 
@@ -489,6 +614,20 @@ class TinyTransformer(nn.Module):
         """Additive attention bias (B, H or 1, Tq, Tk): position bias, -inf where masked.
 
         `qidx`, `kidx`: the sequence indices of the queries and keys; `sliding`: a local layer's window."""
+        plain = (self.spec.window is None and key_pad is None and segments is None
+                 and self.spec.position not in ("alibi", "relbias"))
+        if plain:  # the mask depends on the sequence indices only: one (1, 1, Tq, Tk) tensor, cached
+            key = (int(qidx[0]), len(qidx), int(kidx[0]), len(kidx), sliding, str(qidx.device))
+            masks = self.__dict__.setdefault("_mask_cache", {})  # (also for models pickled before it existed)
+            cached = masks.get(key)
+            if cached is None:
+                qi, ki = qidx.unsqueeze(1), kidx.unsqueeze(0)
+                allowed = (ki <= qi) if sliding is None else (ki <= qi) & (ki > qi - sliding)
+                cached = torch.zeros(allowed.shape, device=qidx.device).masked_fill_(~allowed, float("-inf"))[None, None]
+                if len(masks) >= 16:
+                    masks.clear()
+                masks[key] = cached
+            return cached
         rel = kpos.unsqueeze(1) - qpos.unsqueeze(2)  # (B, Tq, Tk): key id - query id
         qi, ki = qidx.unsqueeze(1), kidx.unsqueeze(0)
         allowed = (ki <= qi).unsqueeze(0)  # causal in sequence index
@@ -512,22 +651,16 @@ class TinyTransformer(nn.Module):
         return neg
 
     def _qkv(self, blk: _Block, y: torch.Tensor, rope) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Queries (B, H, T, dh), keys and values (B, H_kv, T, dh), RoPE applied."""
+        """Queries (B, H, T, dh), keys and values (B, H_kv, T, dh), RoPE applied (to queries and keys in
+        one call, in the (B, T, heads, dh) layout of the fused projection)."""
         b, t, _ = y.shape
         h, kv, dh = self.spec.n_heads, self.spec.kv_heads, self.head_dim
-        if kv == h:
-            qkv = blk.qkv(y).view(b, t, 3, h, dh).permute(2, 0, 3, 1, 4)
-            if rope is not None:
-                q, k = self._rope(qkv[:2], *rope).unbind(0)
-                return q, k, qkv[2]
-            return qkv.unbind(0)
-        q, k, v = blk.qkv(y).split([h * dh, kv * dh, kv * dh], dim=-1)
-        q = q.view(b, t, h, dh).transpose(1, 2)
-        k = k.view(b, t, kv, dh).transpose(1, 2)
-        v = v.view(b, t, kv, dh).transpose(1, 2)
+        x = blk.qkv(y).view(b, t, h + 2 * kv, dh)
+        qk = x[:, :, : h + kv]
         if rope is not None:
-            q, k = self._rope(q, *rope), self._rope(k, *rope)
-        return q, k, v
+            cos, sin = rope
+            qk = self._rope(qk, cos.transpose(1, 2), sin.transpose(1, 2))
+        return qk[:, :, :h].transpose(1, 2), qk[:, :, h:].transpose(1, 2), x[:, :, h + kv:].transpose(1, 2)
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor,
                 need_weights: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -540,6 +673,10 @@ class TinyTransformer(nn.Module):
             if groups > 1:
                 kw["enable_gqa"] = True
             return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), dropout_p=drop, **kw), None
+        if (spec.attn_softcap is not None and not need_weights and not drop and not bias.requires_grad
+                and _FAST_PATHS):
+            scale = spec.attn_scale if spec.attn_scale is not None else 1.0 / math.sqrt(self.head_dim)
+            return _CappedAttention.apply(q, k, v, bias, scale, spec.attn_softcap), None
         if groups > 1:
             k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
         if spec.attn_softcap is not None:  # bias + cap * tanh(scale * q.k / cap), the scalars folded into q
@@ -556,15 +693,20 @@ class TinyTransformer(nn.Module):
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Output logits from final hidden states (the head, then the final soft-cap if any)."""
-        return softcap(self.head(hidden), self.spec.final_softcap)
+        cap = self.spec.final_softcap
+        raw = self.head(hidden)
+        if _FAST_PATHS and cap is not None and torch.is_grad_enabled() and raw.requires_grad:
+            return _SoftcapFunction.apply(raw, cap)
+        return softcap(raw, cap)
 
     def embed_inputs(self, tokens: torch.Tensor, embeds: torch.Tensor | None = None,
                      embeds_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Input vectors (B, T, d_model) before positions: token embeddings (times sqrt(d_model) with
         `scale_embeddings`), replaced by `embeds` where `embeds_mask` is True (everywhere if None)."""
-        x = self.embed(tokens)
-        if self.spec.scale_embeddings:
-            x = x * math.sqrt(self.spec.d_model)
+        if self.spec.scale_embeddings:  # the scale on the (small) table: the same products, fewer of them
+            x = F.embedding(tokens, self.embed.weight * math.sqrt(self.spec.d_model))
+        else:
+            x = self.embed(tokens)
         if embeds is not None:
             if embeds.shape != x.shape:
                 raise ShammieError(f"embeds {tuple(embeds.shape)} must have shape (batch, time, d_model) = {tuple(x.shape)}")

@@ -17,7 +17,8 @@ Conventions.
   spatial position, accumulated in float64 about a per-channel shift (the first batch's mean), so that
   units with a large mean relative to their spread keep exact variances and correlations.
 
-Layout: config (errors, `ConnectivityConfig`, network names), models (VGG, ResNet-20), permutation
+Layout: config (errors, `ConnectivityConfig`, network names), models (`build_network`; VGG and ResNet-20
+live in `shammie.models` and are re-exported), permutation
 (specs, applying permutations, folding BatchNorm), statistics, alignment (activation and weight
 matching), repair (interpolation, BatchNorm reset, REPAIR), barriers (curves), experiments (the
 notebook's pairs and trends), figures.

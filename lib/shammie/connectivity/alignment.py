@@ -23,7 +23,7 @@ from .permutation import (
     check_compatible,
     permutation_spec,
 )
-from .statistics import _channels_last, _device_of, _input_batches
+from .statistics import _device_of, _input_batches
 
 
 @dataclass
@@ -74,28 +74,43 @@ class _CrossMoments:
 
     Everything is accumulated about a per-unit shift (each side's first-batch mean): covariances are then
     sums of products of small centred values, so units whose mean is large relative to their spread
-    (mean/std in the hundreds) keep correlations in [-1, 1]; the per-batch product is float32 (fast), the
-    accumulation float64."""
+    (mean/std in the hundreds) keep correlations in [-1, 1]; the per-batch sums and product are float32
+    (fast: one matrix product and two column sums per side on one contiguous buffer), the accumulation
+    float64."""
 
     def __init__(self):
         self.n = 0
         self.shift_a = self.shift_b = None
         self.sa = self.sb = self.ssa = self.ssb = self.cross = None
 
-    def add(self, a: torch.Tensor, b: torch.Tensor) -> None:
-        a, b = _channels_last(a), _channels_last(b)
-        if self.shift_a is None:
-            self.shift_a = a.mean(0, dtype=torch.float64).to(a.dtype)
-            self.shift_b = b.mean(0, dtype=torch.float64).to(b.dtype)
-        a, b = a - self.shift_a, b - self.shift_b
-        cross = (a.T @ b).double()  # float32 product of centred values per batch, float64 accumulation
+    @staticmethod
+    def _centred(t: torch.Tensor, shift: torch.Tensor | None, relu: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows, C) float32, contiguous: the (ReLU of the) channels-last activations minus `shift` (this
+        batch's own mean when None), written in one pass; and the shift used."""
+        t = t.detach()
+        src = t if t.dim() == 2 else t.movedim(1, -1)  # (N, ..., C)
+        buf = torch.empty(src.shape, dtype=torch.float32, device=t.device)
+        if relu:
+            torch.clamp_min(src, 0, out=buf)
+        else:
+            buf.copy_(src)
+        buf = buf.view(-1, t.shape[1])
+        if shift is None:  # any per-unit constant near the mean will do: it only has to remove the offset
+            shift = buf.mean(0)
+        return buf.sub_(shift), shift
+
+    def add(self, a: torch.Tensor, b: torch.Tensor, relu: bool = False) -> None:
+        """Add a batch: `a`, `b` of shape (N, C) or (N, C, ...) (channels pooled over positions); with
+        `relu` the moments are those of relu(a) and relu(b)."""
+        a, self.shift_a = self._centred(a, self.shift_a, relu)
+        b, self.shift_b = self._centred(b, self.shift_b, relu)
         f64 = torch.float64
         parts = (
-            a.sum(0, dtype=f64),
-            b.sum(0, dtype=f64),
-            a.square().sum(0, dtype=f64),
-            b.square().sum(0, dtype=f64),
-            cross,
+            a.sum(0).to(f64),
+            b.sum(0).to(f64),
+            (a * a).sum(0).to(f64),
+            (b * b).sum(0).to(f64),
+            (a.T @ b).to(f64),  # float32 product of centred values per batch, float64 accumulation
         )
         if self.sa is None:
             self.sa, self.sb, self.ssa, self.ssb, self.cross = parts
@@ -116,10 +131,6 @@ class _CrossMoments:
         corr.addr_(ma, mb, alpha=-1.0)
         corr.mul_(inv_a[:, None]).mul_(inv_b[None, :])
         return corr.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0).clamp_(-1.0, 1.0)
-
-
-def _tap_output(out: torch.Tensor, tap: Tap) -> torch.Tensor:
-    return torch.relu(out) if tap.relu else out
 
 
 @torch.no_grad()
@@ -145,12 +156,10 @@ def match_activations(
     outs: dict[str, dict[Tap, torch.Tensor]] = {"a": {}, "b": {}}
     handles = []
     for side, model in (("a", model_a), ("b", model_b)):
-        for _, tap in taps:
+        for _, tap in taps:  # raw outputs: the ReLU of a tap is applied while centring (no extra copy)
             handles.append(
                 model.get_submodule(tap.module).register_forward_hook(
-                    lambda m, i, o, side=side, tap=tap: outs[side].__setitem__(
-                        tap, _tap_output(o, tap)
-                    )
+                    lambda m, i, o, side=side, tap=tap: outs[side].__setitem__(tap, o)
                 )
             )
     dev_a, dev_b = _device_of(model_a), _device_of(model_b)
@@ -159,9 +168,8 @@ def match_activations(
             model_a(xb.to(dev_a))
             model_b(xb.to(dev_b))
             for _, tap in taps:
-                acc[tap].add(
-                    outs["a"][tap].float(), outs["b"][tap].float().to(outs["a"][tap].device)
-                )
+                oa = outs["a"][tap]
+                acc[tap].add(oa, outs["b"][tap].to(oa.device), relu=tap.relu)
             outs["a"].clear()
             outs["b"].clear()
     finally:

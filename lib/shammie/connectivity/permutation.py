@@ -13,9 +13,8 @@ import torch
 from torch import nn
 
 from ..core import ShammieError
-from ..models import MLP, CNN1d, ResNet1d
+from ..models import MLP, VGG, CNN1d, ResNet1d, ResNet20
 from .config import ArchitectureMismatchError, UnsupportedLayerError
-from .models import VGG, ResNet20
 
 _PRODUCERS = (nn.Linear, nn.Conv1d, nn.Conv2d)
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
