@@ -627,7 +627,12 @@ def _parallel_text(summary: dict[str, Any]) -> str:
 
 def _interrupted(err: KeyboardInterrupt, run_dir: Path) -> int:
     """One line for an interrupted run; exit 130 (Ctrl-C) or 143 (SIGTERM)."""
+    import logging
+
     how, code = ("SIGTERM", 143) if isinstance(err, Terminated) else ("Ctrl-C", 130)
+    # the cell that was running when its kernel was stopped leaves an asyncio task whose "Kernel died"
+    # nobody collects; at exit asyncio would log it with a traceback under the one line said here
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     where = f"; {run_dir} is marked interrupted" if run_dir.exists() else ""
     print(f"shammie: interrupted by {how}: tasks cancelled, kernels stopped{where}; the latest report was left "
           f"as it was", file=sys.stderr)
