@@ -83,6 +83,7 @@ def tiny_notebooks(tmp_path: Path) -> Path:
     return folder
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (`make test` runs `-n <cores> --dist loadgroup`), keep the tests of a module
     that share a module- or class-scoped fixture (the smoke run of every notebook, a Dask scheduler,

@@ -1,6 +1,7 @@
 """Claims and checks: the statistics against scipy and closed forms, the verdict rules, preconditions,
 prose rendered from records, and the markdown-number lint."""
 
+import itertools
 import json
 import math
 
@@ -50,6 +51,21 @@ def test_paired_t_test_is_the_one_sample_test_of_differences():
 def test_signed_rank_matches_scipys_exact_test(x, alternative):
     ref = st.wilcoxon(x, alternative=alternative, method="exact").pvalue
     assert stats.signed_rank_test(x, 0.0, alternative) == pytest.approx(ref, rel=1e-12)
+
+
+@pytest.mark.parametrize("a", [[3.0, 1.0, 2.0], [2.0, 2.0, 1.0, 5.0, 2.0, 1.0], [7.0], [0.5] * 4, [1e-9, 1e-9, 3.0, -1.0]])
+def test_average_ranks_equal_scipys_rankdata_with_ties(a):
+    np.testing.assert_array_equal(stats._average_ranks(np.asarray(a)), st.rankdata(a))
+
+
+def test_signed_rank_with_tied_magnitudes_matches_scipy():
+    x = [1.0, -1.0, 2.0, 2.0, -3.0, 4.0, 4.0]  # tied magnitudes: scipy's exact method refuses ties, so enumerate
+    d = np.asarray(x)
+    ranks = st.rankdata(np.abs(d))
+    observed = ranks[d > 0].sum()
+    sums = [sum(r for r, keep in zip(ranks, signs) if keep) for signs in itertools.product((0, 1), repeat=len(x))]
+    expected = np.mean([w >= observed - 1e-9 for w in sums])
+    assert stats.signed_rank_test(x, 0.0, "greater") == pytest.approx(expected, rel=1e-12)
 
 
 def test_signed_rank_smallest_p_is_two_to_the_minus_n():

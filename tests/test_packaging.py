@@ -59,3 +59,42 @@ def test_ci_runs_the_readme_test_command_then_the_main_job():
     readme = (REPO / "README.md").read_text()
     assert "make test" in readme and "make reports" in readme
     assert ci.index("make test") < ci.index("make reports")
+
+
+def test_xdist_groups_keep_a_module_fixture_in_one_worker(tmp_path):
+    """`make test` runs `pytest -n <cores> --dist loadgroup`; our conftest marks the tests that share a
+    module-scoped fixture (the smoke run of every notebook) with one xdist group, so the fixture is built
+    once. Two ways this silently broke, and the smoke run of every notebook ran once per worker: our hook
+    running after xdist's (which reads the groups: ours is `tryfirst`), and pytest 9, where xdist 3.8's
+    rewriting of `item._nodeid` has no effect (pytest is pinned below 9). Checked end to end."""
+    import subprocess
+    import sys
+
+    (tmp_path / "conftest.py").write_text(
+        "import importlib.util\n"
+        f"spec = importlib.util.spec_from_file_location('repo_conftest', {str(REPO / 'tests' / 'conftest.py')!r})\n"
+        "mod = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(mod)\n"
+        "pytest_collection_modifyitems = mod.pytest_collection_modifyitems\n"
+    )
+    (tmp_path / "test_shared.py").write_text(
+        "import os, time, pytest\n"
+        "@pytest.fixture(scope='module')\n"
+        "def built():\n"
+        f"    with open({str(tmp_path / 'built.txt')!r}, 'a') as f:\n"
+        "        f.write(os.environ.get('PYTEST_XDIST_WORKER', '-') + '\\n')\n"
+        "@pytest.mark.parametrize('i', range(8))\n"
+        "def test_uses(built, i):\n"
+        "    time.sleep(0.05)\n"
+    )
+    (tmp_path / "test_alone.py").write_text(
+        "import time, pytest\n"
+        "@pytest.mark.parametrize('i', range(8))\n"
+        "def test_alone(i):\n"
+        "    time.sleep(0.05)\n"
+    )
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "2", "--dist", "loadgroup", "-p", "no:cacheprovider",
+                           str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    built = (tmp_path / "built.txt").read_text().split()
+    assert len(built) == 1, f"the module fixture was built {len(built)} times (workers {built}): xdist groups are not kept"

@@ -619,6 +619,13 @@ def test_rmsnorm_rope_softcap_functions_equal_their_formulas_with_gradients():
     y = (40 * torch.randn(4, 7, generator=g, dtype=torch.float64)).requires_grad_()
     assert torch.autograd.gradcheck(lambda a: tr._SoftcapFunction.apply(a, 30.0), (y,))
     assert torch.equal(tr._SoftcapFunction.apply(y.float(), 30.0), softcap(y.float(), 30.0))  # same values
+    gate = (3 * torch.randn(4, 9, generator=g, dtype=torch.float64)).requires_grad_()  # tails of the gelu too
+    up = torch.randn(4, 9, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(tr._GeGLUFunction.apply, (gate, up))
+    torch.testing.assert_close(tr._GeGLUFunction.apply(gate, up), F.gelu(gate, approximate="tanh") * up,
+                               atol=1e-14, rtol=1e-12)
+    big = torch.tensor([-30.0, -9.0, 0.0, 9.0, 30.0])  # saturated ends: no overflow, the exact limits
+    torch.testing.assert_close(tr._GeGLUFunction.apply(big, torch.ones(5)), F.gelu(big, approximate="tanh"))
 
 
 @pytest.mark.parametrize("config", ["gemma", "caps", "mqa", "local-global", "head_dim", "moe"])

@@ -1,13 +1,19 @@
-"""Seeding, devices, CPU threads and the project's paths: the few things every notebook needs first."""
+"""Seeding, devices, CPU threads and the project's paths: the few things every notebook needs first.
+
+torch is imported inside the functions that use it, so the runner's command line and its Dask workers,
+which only start kernels, do not pay for loading it."""
 
 from __future__ import annotations
 
 import os
 import random
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "ShammieError",
@@ -35,6 +41,8 @@ def seed_everything(seed: int, deterministic: bool = True) -> int:
     """
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ShammieError(f"seed must be a non-negative int, got {seed!r}")
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -51,6 +59,8 @@ def get_device(device: str | torch.device = "auto") -> torch.device:
 
     An explicit accelerator that is not available is an error, not a silent fall-back to the CPU.
     """
+    import torch
+
     if isinstance(device, torch.device):
         device = str(device)
     if not isinstance(device, str):
@@ -86,6 +96,8 @@ def configure_threads(threads: int | None = None) -> int:
         threads = int(os.environ.get("SHAMMIE_THREADS", "1"))
     if threads < 1:
         raise ShammieError(f"threads must be >= 1, got {threads}")
+    import torch
+
     torch.set_num_threads(threads)
     return threads
 

@@ -13,7 +13,7 @@ from ..config import ConfigError, ProfileConfig
 from ..core import ShammieError
 from ..transformer import POSITION_ENCODINGS, TinyTransformer, count_parameters
 from .evaluation import evaluate_by_length
-from .positions import Tokenizer, alibi_slopes
+from .positions import Tokenizer
 from .tasks import SCHEMES, check_task, interleave, sample_examples
 from .train import ExamplePool, train_model
 
@@ -205,8 +205,6 @@ def build_model(variant: Variant, cfg: LengthGenConfig, tokenizer: Tokenizer, se
     model = TinyTransformer(len(tokenizer), d_model=cfg.d_model, n_heads=cfg.n_heads, n_layers=variant.n_layers,
                             d_ff=cfg.d_ff, position=variant.position,
                             max_positions=variant.max_positions or cfg.max_positions, window=variant.window)
-    if variant.position == "alibi":  # Press et al.'s slopes, also for a head count that is not a power of 2
-        model.slopes.copy_(alibi_slopes(cfg.n_heads))
     return model
 
 

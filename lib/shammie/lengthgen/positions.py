@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 
 from ..core import ShammieError
+from ..transformer import alibi_slopes  # noqa: F401  (re-exported: this theme's public API)
 from .tasks import DIGITS, EOS, PAD, PARITY_STATES, SCHEMES, SYMBOLS, VARIABLES, Example
 
 
@@ -53,24 +53,6 @@ class Tokenizer:
     def is_hint(self, token: str) -> bool:
         """Whether `token` is a hint token."""
         return token.startswith("h") and token[1:].isdigit()
-
-
-def alibi_slopes(n_heads: int) -> torch.Tensor:
-    """ALiBi's head slopes for any number of heads (Press et al., arXiv 2108.12409, sec. 3 and their code).
-
-    For a power of 2, n: the geometric sequence 2^(-8/n), 2^(-16/n), ..., 2^(-8). Otherwise, with p the
-    closest power of 2 below n: the p slopes of p heads, then the first n - p slopes taken at every other
-    place (the odd-numbered ones) from the 2p slopes of 2p heads, i.e. 2^(-4 (2k + 1) / p), k = 0 .. n-p-1.
-    (`shammie.transformer.alibi_slopes` takes 2^(-8 (h + 1) / n) for every n, which differs from this when n
-    is not a power of 2; `build_model` of this theme installs these slopes.)
-    """
-    if isinstance(n_heads, bool) or not isinstance(n_heads, (int, np.integer)) or n_heads < 1:
-        raise ShammieError(f"n_heads must be a positive integer, got {n_heads!r}")
-    n = int(n_heads)
-    p = 1 << (n.bit_length() - 1)  # the largest power of 2 <= n
-    slopes = [2.0 ** (-8.0 * (h + 1) / p) for h in range(p)]
-    slopes += [2.0 ** (-4.0 * (2 * k + 1) / p) for k in range(n - p)]
-    return torch.tensor(slopes, dtype=torch.float32)
 
 
 def position_ids(scheme: str, align: Sequence[int], rng: np.random.Generator | None = None,
