@@ -6,7 +6,11 @@ overhead: for weight matching the matrix products and permutations of the weight
 matching the pass over data that gathers the correlations (forward passes of both networks and an
 N x n x n cross product) and their normalization. This benchmark reports, at widths up to 2048, the
 whole alignment time divided by the Hungarian time measured inside the same run (`ratio`), and for
-activation matching also the ratio without the data pass (`solve ratio`). Target: under 2x.
+activation matching also the ratio without the data pass (`solve ratio`) and the `floor ratio`:
+1 + (the two networks' forward passes alone + one plain float32 N x n x n product per tapped layer) /
+the Hungarian time, what any implementation that reads both networks' activations on these inputs
+pays. Target (issue 13): under 2x; where the floor ratio is already 2 or more, the target is below
+what the data costs, and `ratio / floor ratio` says how close ours comes to it.
 
 Two pairs per width, 3-hidden-layer BatchNorm MLPs on MNIST-1D inputs with BatchNorm statistics of the
 data (no unit dead):
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import time
 
 import torch
@@ -58,6 +63,26 @@ def make_pair(width: int, depth: int, x: torch.Tensor, kind: str, seed: int = 0)
     return reset_bn_stats(a.eval(), x), reset_bn_stats(b.eval(), x)
 
 
+def data_floor_seconds(a, b, x: torch.Tensor, width: int, depth: int, repeats: int = 3) -> float:
+    """Seconds of the unavoidable part of activation matching's data pass: both networks' forward passes
+    on `x` and one (width x N) @ (N x width) float32 product per hidden layer, each the best of `repeats`."""
+    h = torch.randn(len(x), width)
+    with torch.no_grad():
+        fwd = min(_seconds(lambda: (a(x), b(x))) for _ in range(repeats))
+    gemm = min(_seconds(lambda: [h.T @ h for _ in range(depth)]) for _ in range(repeats))
+    return fwd + gemm
+
+
+def _ratio(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.2f}x"
+
+
+def _seconds(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 def measure(width: int, depth: int, x: torch.Tensor, repeats: int) -> list[dict]:
     rows = []
     for kind in ("twin", "independent"):
@@ -76,6 +101,7 @@ def measure(width: int, depth: int, x: torch.Tensor, repeats: int) -> list[dict]
                     best = (wall, res)
             wall, res = best
             lap = max(res.lap_seconds, 1e-9)
+            floor = 1.0 + data_floor_seconds(a, b, x, width, depth) / lap if method == "activation" else float("nan")
             rows.append(
                 {
                     "width": width,
@@ -88,6 +114,7 @@ def measure(width: int, depth: int, x: torch.Tensor, repeats: int) -> list[dict]
                     "sweeps": res.sweeps,
                     "ratio": wall / lap,
                     "solve_ratio": (wall - res.stats_seconds) / lap,
+                    "floor_ratio": floor,
                 }
             )
     return rows
@@ -108,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(
         f"{'width':>6} {'pair':>12} {'method':>11} {'total s':>8} {'data s':>7} {'hungarian s':>12} {'calls':>6} "
-        f"{'sweeps':>7} {'ratio':>7} {'solve ratio':>12}"
+        f"{'sweeps':>7} {'ratio':>7} {'solve ratio':>12} {'floor ratio':>12}"
     )
     rows = []
     for w in args.widths:
@@ -117,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
             print(
                 f"{r['width']:>6} {r['pair']:>12} {r['method']:>11} {r['total_s']:>8.3f} {r['data_s']:>7.3f} "
                 f"{r['hungarian_s']:>12.3f} {r['calls']:>6} {r['sweeps']:>7} {r['ratio']:>6.2f}x "
-                f"{r['solve_ratio']:>11.2f}x",
+                f"{r['solve_ratio']:>11.2f}x {_ratio(r['floor_ratio']):>12s}",
                 flush=True,
             )
     print("summary (target: ratio under 2x):")
@@ -130,6 +157,10 @@ def main(argv: list[str] | None = None) -> None:
             line += "under 2x at every width" if not over else f"2x or more at widths {over}"
             if method == "activation":
                 line += f"; without the data pass {max(r['solve_ratio'] for r in sel):.2f}x at most"
+                floors = [(r["width"], r["floor_ratio"]) for r in sel if r["floor_ratio"] >= 2]
+                if floors:
+                    shown = ", ".join(f"{w}: {f:.2f}x" for w, f in floors)
+                    line += f"; the forward passes and products alone cost 2x or more at widths {shown}"
             print(line + (" [stress case]" if pair == "twin" else ""))
     print("targets (issue 23: alignment <= 2x the Hungarian floor at widths 256-2048, independent pair):")
     for r in rows:

@@ -89,8 +89,8 @@ class LengthGenConfig(ProfileConfig):
     parity_encodings: tuple[str, ...] = ("learned",)  # scratchpad baselines
 
     PROFILES: ClassVar[dict] = {
-        "smoke": {"steps": 30, "coupled_steps": 30, "seeds": 1, "add_steps": 30, "add_seeds": 1, "test_lengths": (4, 8, 12),
-                  "add_test_lengths": (3, 6), "eval_samples": 8, "pool_size": 300, "window_sweep": (1,),
+        "smoke": {"steps": 12, "coupled_steps": 12, "seeds": 1, "add_steps": 12, "add_seeds": 1, "test_lengths": (4, 8, 12),
+                  "add_test_lengths": (3, 6), "eval_samples": 4, "pool_size": 100, "window_sweep": (1,),
                   "parity_schemes": ("randomized", "hints"), "trace_arms": True, "variables_arms": True,
                   "addition_arms": True},
         "quick": {},
