@@ -277,3 +277,26 @@ def test_interrupt_stops_kernels_and_marks_the_run(how, tmp_path, request):
     assert not (out / "latest-smoke").exists() and not (out / "latest").exists()
     # progress reached the terminal as plain lines: the cell being run and the notebook's own bar
     assert "50_sleepy: cell" in stdout and "50_sleepy: " in stdout and "warmup:" in stdout and "\r" not in stdout
+
+
+@pytest.mark.slow
+def test_a_tasks_kernel_does_not_inherit_the_workers_malloc_trim_setting(tmp_path):
+    """Dask's nanny gives its workers MALLOC_TRIM_THRESHOLD_=65536; a kernel that inherits it runs its
+    torch code about 2x slower here (glibc's adaptive mmap threshold is then off: every tensor above
+    128 KiB is mapped and page-faulted afresh). The kernel a task starts does not see it."""
+    from shammie.distributed import Task, _spec, execute_task
+
+    seen = tmp_path / "seen.txt"
+    body = ("import os\n"
+            f"open({str(seen)!r}, 'w').write(repr((os.environ.get('MALLOC_TRIM_THRESHOLD_'), "
+            "os.environ.get('OMP_NUM_THREADS'))))\n")
+    nb = make_notebook(tmp_path / "60_env.ipynb", body)
+    saved = dict(os.environ)
+    try:
+        os.environ["MALLOC_TRIM_THRESHOLD_"] = "65536"  # as in a Dask worker
+        out = execute_task(_spec(Task("60_env", nb, {}), 120, "test-topic"), report=lambda msg: None)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    assert seen.exists(), out["result"].get("error")  # (the fixture never calls run.finish(): "failed" is expected)
+    assert seen.read_text() == repr((None, "1"))

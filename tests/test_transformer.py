@@ -624,8 +624,14 @@ def test_rmsnorm_rope_softcap_functions_equal_their_formulas_with_gradients():
     assert torch.autograd.gradcheck(tr._GeGLUFunction.apply, (gate, up))
     torch.testing.assert_close(tr._GeGLUFunction.apply(gate, up), F.gelu(gate, approximate="tanh") * up,
                                atol=1e-14, rtol=1e-12)
-    big = torch.tensor([-30.0, -9.0, 0.0, 9.0, 30.0])  # saturated ends: no overflow, the exact limits
-    torch.testing.assert_close(tr._GeGLUFunction.apply(big, torch.ones(5)), F.gelu(big, approximate="tanh"))
+    big = torch.tensor([-1e30, -3e19, -30.0, -9.0, 0.0, 9.0, 30.0, 3e19, 1e30], requires_grad=True)  # saturated
+    ones = torch.ones(9, requires_grad=True)  # ends, cubes that overflow: the limits, no inf or nan in the gradients
+    out = tr._GeGLUFunction.apply(big, ones)
+    ref = F.gelu(big.detach(), approximate="tanh")
+    torch.testing.assert_close(out, ref)
+    g_gate, g_up = torch.autograd.grad(out.sum(), (big, ones))
+    torch.testing.assert_close(g_gate, torch.tensor([0.0, 0.0, 0.0, 0.0, 0.5, 1.0, 1.0, 1.0, 1.0]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(g_up, ref)
 
 
 @pytest.mark.parametrize("config", ["gemma", "caps", "mqa", "local-global", "head_dim", "moe"])

@@ -440,6 +440,7 @@ class _CappedAttention(torch.autograd.Function):
 
 _GELU_C = 2.0 * math.sqrt(2.0 / math.pi)  # gelu_tanh(a) = 0.5 a (1 + tanh(y)) = a sigmoid(2y), y = sqrt(2/pi) (a + K a^3)
 _GELU_K = 0.044715
+_GELU_SAT = 12.0  # |a| above which the gelu's slope is 0 or 1 to float precision
 
 
 class _GeGLUFunction(torch.autograd.Function):
@@ -459,8 +460,9 @@ class _GeGLUFunction(torch.autograd.Function):
     def backward(ctx, grad):
         gate, up, s = ctx.saved_tensors
         g_up = torch.mul(gate, s).mul_(grad)  # grad * gelu(gate)
-        d = gate * gate
-        d.mul_(3.0 * _GELU_K * _GELU_C).add_(_GELU_C).mul_(gate).mul_(s)  # a s C (1 + 3K a^2)
+        a = gate.clamp(-_GELU_SAT, _GELU_SAT)  # beyond, s (1 - s) < 1e-30: the clamp only keeps inf * 0 out
+        d = a * a
+        d.mul_(3.0 * _GELU_K * _GELU_C).add_(_GELU_C).mul_(a).mul_(s)  # a s C (1 + 3K a^2)
         torch.addcmul(d, d, s, value=-1.0, out=d).add_(s)  # ... * (1 - s) + s
         return d.mul_(grad).mul_(up), g_up
 
