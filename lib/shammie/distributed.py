@@ -39,12 +39,6 @@ __all__ = ["Task", "Backend", "connect", "execute_task", "write_outputs", "Progr
 
 SCHEDULER_TIMEOUT = 5  # seconds to reach a scheduler before giving up
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
-# Variables a task's kernel must not inherit from its worker. Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536
-# in its workers (to hand freed memory back to the system); any such setting also turns off glibc's
-# adaptive mmap threshold, so in a kernel every tensor above 128 KiB is mapped afresh and page-faulted in
-# on each allocation: the quick notebooks ran about 2x slower on this machine, half their CPU time in the
-# operating system's page-fault handler.
-KERNEL_UNSET = ("MALLOC_TRIM_THRESHOLD_",)
 
 
 @dataclass
@@ -119,8 +113,6 @@ def execute_task(spec: dict[str, Any], report: Callable[[dict], None] | None = N
 
     report = report or _worker_reporter(spec["topic"], spec["key"])
     report({"event": "start", "host": socket.gethostname(), "pid": os.getpid()})
-    for name in KERNEL_UNSET:
-        os.environ.pop(name, None)
     os.environ.update(spec["env"])
     runner._kernel_env()
     tmp = Path(tempfile.mkdtemp(prefix="shammie-task-"))

@@ -174,10 +174,21 @@ def plan_run(
                    cell_timeout or DEFAULT_CELL_TIMEOUT[profile], len(chosen) == len(everything), overrides)
 
 
+# Variables no kernel may inherit from the process that starts it (a Dask worker, or a shell that sets
+# them). Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 in its workers (to hand freed memory back to the
+# system); any such setting also turns off glibc's adaptive mmap threshold, so in a kernel every tensor
+# above 128 KiB is mapped afresh and page-faulted in on each allocation: the quick notebooks ran about 2x
+# slower on this machine, half their CPU time in the operating system's page-fault handler.
+KERNEL_UNSET = ("MALLOC_TRIM_THRESHOLD_",)
+
+
 def _kernel_env() -> None:
-    """Environment the notebook kernels inherit: batch mode, inline figures, this venv's kernelspec first."""
+    """Environment the notebook kernels inherit: batch mode, inline figures, this venv's kernelspec first,
+    none of `KERNEL_UNSET`."""
     os.environ["SHAMMIE_BATCH"] = "1"
     os.environ.setdefault("PYTHONHASHSEED", "0")
+    for name in KERNEL_UNSET:
+        os.environ.pop(name, None)
     if os.environ.get("MPLBACKEND", "").lower() in ("agg", "module://matplotlib.backends.backend_agg"):
         os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"  # Agg would drop every figure
     share = Path(sys.prefix) / "share" / "jupyter"

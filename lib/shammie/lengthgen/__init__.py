@@ -33,6 +33,9 @@ before each indexed item, the same hint for items that interact; Zhou et al. arX
 
 from __future__ import annotations
 
+from ..transformer import (
+    alibi_slopes,  # the decoder's (Press et al.'s rule); part of this theme's API
+)
 from .evaluation import (
     LengthEval,
     answer_correct,
@@ -66,7 +69,6 @@ from .figures import (
 )
 from .positions import (
     Tokenizer,
-    alibi_slopes,
     encode_example,
     max_position_needed,
     position_ids,

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..core import ShammieError
-from ..transformer import alibi_slopes  # noqa: F401  (re-exported: this theme's public API)
 from .tasks import DIGITS, EOS, PAD, PARITY_STATES, SCHEMES, SYMBOLS, VARIABLES, Example
 
 
