@@ -11,6 +11,19 @@ def _draw():
     return random.random(), np.random.rand(), torch.rand(1).item()
 
 
+def test_seed_everything_asks_for_deterministic_kernels_without_loading_inductor():
+    """In a fresh process: torch's deterministic flag and its warn-only mode are on, and neither
+    torch._inductor nor sympy (2-3 s of imports that torch's public call would add) was loaded."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch; from shammie.core import seed_everything; seed_everything(0); "
+            "print(torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(), "
+            "'torch._inductor' in sys.modules, 'sympy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "True", "False", "False"]
+
+
 def test_seed_everything_makes_every_rng_repeat():
     seed_everything(123)
     a = _draw()

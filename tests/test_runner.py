@@ -1,8 +1,10 @@
 """The runner: validation before anything runs (fast), and real papermill runs of tiny fixture notebooks (slow)."""
 
+import base64
 import json
 import os
 
+import nbformat
 import pytest
 
 from shammie.core import ShammieError
@@ -80,11 +82,17 @@ def test_a_failing_notebook_does_not_stop_the_others_and_keeps_latest(tiny_noteb
     assert (nb_dir / "line.png").stat().st_size > 1000
     html = (nb_dir / "10_tiny.html").read_text()
     assert "data:image/png;base64" in html  # figures embedded: readable without a server
-    assert (nb_dir / "10_tiny.ipynb").exists()
+    # the figure is drawn once: the page shows the very PNG saved as line.png, once (run.savefig shows
+    # it, and the plt.show() after it finds nothing left to draw)
+    shown = [o for c in nbformat.read(nb_dir / "10_tiny.ipynb", as_version=4).cells if c.cell_type == "code"
+             for o in c.outputs if "image/png" in o.get("data", {})]
+    assert len(shown) == 1 and base64.b64decode(shown[0]["data"]["image/png"]) == (nb_dir / "line.png").read_bytes()
+    png_width = int.from_bytes((nb_dir / "line.png").read_bytes()[16:20], "big")  # saved at 150 dpi
+    assert shown[0]["metadata"]["image/png"]["width"] == round(png_width * 110 / 150)  # shown at the page's 110
 
     # then a run where one notebook fails
     bad = plan_run("smoke", out=out, notebooks_dir=tiny_notebooks, overrides={"steps": 4, "seed": 3})
-    summary = execute_plan(bad, echo=lambda *a, **k: None)
+    summary = execute_plan(bad, echo=lambda *a, **k: None, jobs=1)  # in this process: Dask's runs are tested apart
     assert summary["status"] == "failed"
     by_name = {r["notebook"]: r for r in summary["notebooks"]}
     assert by_name["10_tiny"]["status"] == "ok" and by_name["10_tiny"]["metrics"]["steps"] == 4
@@ -105,7 +113,7 @@ def test_cli_run_exit_codes(tiny_notebooks, tmp_path, monkeypatch, capsys):
     real_find = runner.find_notebooks
     monkeypatch.setattr(runner, "find_notebooks", lambda folder=None: real_find(tiny_notebooks))
     out = tmp_path / "reports"
-    assert main(["run", "--profile", "quick", "--out", str(out)]) == 1
+    assert main(["run", "--profile", "quick", "--out", str(out), "--jobs", "1"]) == 1
     captured = capsys.readouterr()
     assert "FAILED notebooks: 20_broken" in captured.err and not (out / "latest").exists()
     assert "There is no earlier good quick report." in captured.err  # never claims a report that is not there

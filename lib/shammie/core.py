@@ -32,6 +32,22 @@ class ShammieError(RuntimeError):
     """An error whose message tells the user what to do (bad input, missing data, ...)."""
 
 
+def _deterministic_kernels(torch) -> None:
+    """torch.use_deterministic_algorithms(True, warn_only=True) without importing torch._inductor.
+
+    The public call also sets torch.compile's (inductor's) own flag, and importing inductor for that
+    loads dynamo and sympy: 2-3 s of CPU in every kernel, about as long as importing torch itself.
+    The workbook never compiles, so the flag that eager kernels read is set directly; once inductor
+    is loaded anyway (someone compiles), the public call costs nothing more and is used."""
+    import sys
+
+    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if "torch._inductor" in sys.modules or setter is None:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        setter(True, warn_only=True)
+
+
 def seed_everything(seed: int, deterministic: bool = True) -> int:
     """Seed Python's `random`, NumPy's global RNG and torch (CPU and CUDA) with `seed`.
 
@@ -48,7 +64,7 @@ def seed_everything(seed: int, deterministic: bool = True) -> int:
     torch.manual_seed(seed)
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        _deterministic_kernels(torch)
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
     return seed

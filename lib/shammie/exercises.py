@@ -132,7 +132,8 @@ def grade(instructor: Path, submission: Path, timeout: int = 120) -> GradeReport
             cell.source = answers[m["grade_id"]]
         if cell.cell_type == "code":
             cell.outputs = []
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
+    # killed after its last cell rather than asked to exit (the outputs are in; see runner.run_notebook)
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True, shutdown_kernel="immediate",
                             resources={"metadata": {"path": str(Path(instructor).parent)}})
     client.execute()
     points, maxp, errors = {}, {}, {}

@@ -1,4 +1,4 @@
-"""One look for every figure (a seaborn theme) and the plots more than one notebook draws."""
+"""One look for every figure (seaborn's white grid and colour-blind palette) and the plots more than one notebook draws."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import numpy as np
 __all__ = [
     "set_theme",
     "save_figure",
+    "show_saved",
     "plot_history",
     "plot_confusion",
     "plot_signals",
@@ -21,13 +22,43 @@ __all__ = [
 PALETTE = "colorblind"
 
 
-def set_theme() -> None:
-    """The workbook's seaborn theme: white grid, colour-blind palette, readable sizes, PNG at 110 dpi inline."""
-    import seaborn as sns
+# seaborn's look as `sns.set_theme(style="whitegrid", palette="colorblind", context="notebook")` sets it
+# (seaborn 0.13), written out: importing seaborn (which loads scipy.stats) costs every kernel 1.5 s for
+# these settings. tests/test_plotting.py holds them equal to seaborn's own. One difference: seaborn also
+# makes its "rocket" colour map the default for images, which only seaborn can register; images keep
+# matplotlib's viridis.
+_COLORBLIND = ("#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#fbafe4", "#949494", "#ece133",
+               "#56b4e9")
+_COLOR_CODES = {"b": "#0173b2", "g": "#029e73", "r": "#d55e00", "m": "#cc78bc", "y": "#ece133", "c": "#56b4e9",
+                "k": (0.1, 0.1, 0.1)}
+_SEABORN_RC = {
+    "axes.axisbelow": True, "axes.edgecolor": ".8", "axes.grid": True, "axes.labelcolor": ".15",
+    "axes.labelsize": 12.0, "axes.linewidth": 1.25, "axes.titlesize": 12.0,
+    "font.sans-serif": ["Arial", "DejaVu Sans", "Liberation Sans", "Bitstream Vera Sans", "sans-serif"],
+    "font.size": 12.0, "grid.color": ".8", "grid.linewidth": 1.0, "legend.fontsize": 11.0,
+    "legend.title_fontsize": 12.0, "lines.solid_capstyle": "round", "patch.edgecolor": "w",
+    "patch.force_edgecolor": True, "text.color": ".15",
+    "xtick.bottom": False, "xtick.color": ".15", "xtick.labelsize": 11.0, "xtick.major.size": 6.0,
+    "xtick.major.width": 1.25, "xtick.minor.size": 4.0, "xtick.minor.width": 1.0,
+    "ytick.left": False, "ytick.color": ".15", "ytick.labelsize": 11.0, "ytick.major.size": 6.0,
+    "ytick.major.width": 1.25, "ytick.minor.size": 4.0, "ytick.minor.width": 1.0,
+}
+_OURS_RC = {"figure.dpi": 110, "savefig.dpi": 150, "savefig.bbox": "tight", "axes.titleweight": "bold",
+            "figure.autolayout": False}
 
-    sns.set_theme(style="whitegrid", palette=PALETTE, context="notebook",
-                  rc={"figure.dpi": 110, "savefig.dpi": 150, "savefig.bbox": "tight",
-                      "axes.titleweight": "bold", "figure.autolayout": False})
+
+def set_theme() -> None:
+    """The workbook's look: seaborn's white grid and colour-blind palette at its notebook sizes, bold
+    titles, PNG at 110 dpi inline and 150 dpi in files (set without importing seaborn)."""
+    import matplotlib as mpl
+    from cycler import cycler
+    from matplotlib import colors
+
+    mpl.rcParams.update(_SEABORN_RC)
+    mpl.rcParams["axes.prop_cycle"] = cycler("color", [colors.to_rgb(c) for c in _COLORBLIND])
+    for code, color in _COLOR_CODES.items():  # "r", "b", ... name the palette's colours, as under seaborn
+        colors.get_named_colors_mapping()[code] = colors.to_rgb(color)
+    mpl.rcParams.update(_OURS_RC)
 
 
 def save_figure(fig: plt.Figure, path: str | Path) -> Path:
@@ -38,6 +69,39 @@ def save_figure(fig: plt.Figure, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     return path
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    """(width, height) in pixels from a PNG's header."""
+    if data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
+        raise ValueError("not a PNG")
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def show_saved(fig: plt.Figure, path: str | Path) -> bool:
+    """In a notebook drawing figures inline, show the PNG just saved at `path` in place of `fig` and
+    close `fig`, so the `plt.show()` that follows has nothing left to draw: each figure is drawn once,
+    not once for the file and again for the page. It is shown at the size the inline backend would
+    give it (the file is drawn at savefig.dpi, the page at figure.dpi, so it is also sharper).
+    Elsewhere (a script, an interactive backend such as ipympl) nothing happens: False."""
+    import matplotlib
+
+    if "backend_inline" not in str(matplotlib.get_backend()):
+        return False
+    try:
+        from IPython import get_ipython
+        from IPython.display import Image, display
+    except ImportError:  # pragma: no cover - the inline backend comes with IPython
+        return False
+    if get_ipython() is None:
+        return False
+    data = Path(path).read_bytes()
+    width, height = _png_size(data)
+    saved_dpi = plt.rcParams["savefig.dpi"]
+    scale = 1.0 if saved_dpi == "figure" else fig.dpi / float(saved_dpi)
+    display(Image(data=data, format="png", width=max(1, round(width * scale)), height=max(1, round(height * scale))))
+    plt.close(fig)
+    return True
 
 
 def plot_history(histories: Mapping[str, object], keys: Sequence[str] = ("train_loss", "val_acc"),

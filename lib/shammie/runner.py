@@ -238,6 +238,9 @@ def run_notebook(nb: Path, params: dict[str, Any], out_dir: Path, cell_timeout: 
     # the kernel's own log (e.g. ipykernel's note on TCP transport, its complaints when the runner stops
     # it) stays out of the runner's output; cell errors and output still go into the executed notebook
     kernel_args = ["--IPKernelApp.log_level=CRITICAL"]
+    # once the last cell has answered, the kernel is killed rather than asked to exit: its outputs,
+    # figures and metrics.json are already written, and an interpreter holding torch, matplotlib and
+    # seaborn spends 1.5-2.5 s finalizing its modules, every notebook
     hooks: dict[str, Any] = {}
     watcher = None
     if progress is not None:
@@ -253,7 +256,7 @@ def run_notebook(nb: Path, params: dict[str, Any], out_dir: Path, cell_timeout: 
         pm.execute_notebook(str(nb.resolve()), str(executed), parameters=params, kernel_name="python3",
                             cwd=str((cwd or nb.parent).resolve()), execution_timeout=cell_timeout,
                             progress_bar=False, log_output=False, report_mode=False,
-                            extra_arguments=kernel_args, **hooks)
+                            extra_arguments=kernel_args, shutdown_kernel="immediate", **hooks)
     except BaseException as err:  # noqa: BLE001 - a failed notebook is reported, never fatal
         if isinstance(err, KeyboardInterrupt):
             raise

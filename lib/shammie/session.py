@@ -30,7 +30,7 @@ from .core import (
     reports_dir,
     seed_everything,
 )
-from .plotting import save_figure, set_theme
+from .plotting import save_figure, set_theme, show_saved
 from .prose import claim_sentence, claims_markdown, render
 from .results import Recorder, to_jsonable, write_json_atomic
 
@@ -128,9 +128,12 @@ class Run:
         return Markdown("\n".join(f"- {claim_sentence(to_jsonable(c.to_dict()))}" for c in chosen))
 
     def savefig(self, fig: plt.Figure, name: str) -> Path:
-        """Save `fig` as `<out_dir>/<name>.png`; it is still shown inline by the notebook."""
+        """Save `fig` as `<out_dir>/<name>.png`. In a notebook drawing inline, that same PNG is what the
+        page shows (drawn once; `plotting.show_saved`), and the `plt.show()` after this finds nothing
+        left to draw; elsewhere `fig` stays open for `plt.show()`."""
         path = save_figure(fig, self.out_dir / name)
         self.recorder.add_figure(path.name)
+        show_saved(fig, path)
         return path
 
     def record_time(self, name: str, value: Any) -> Any:
