@@ -7,6 +7,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from xdist_groups import pytest_collection_modifyitems  # noqa: F401  (a hook: pytest finds it here)
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
@@ -81,15 +82,3 @@ def tiny_notebooks(tmp_path: Path) -> Path:
     make_notebook(folder / "10_tiny.ipynb", BODY_OK)
     make_notebook(folder / "20_broken.ipynb", BODY_FAIL, params="\n".join(PARAMS.splitlines()[:4]))
     return folder
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (`make test` runs `-n <cores> --dist loadgroup`), keep the tests of a module
-    that share a module- or class-scoped fixture (the smoke run of every notebook, a Dask scheduler,
-    a trained model) in one worker, so the fixture is built once; every other test is spread alone."""
-    for item in items:
-        info = getattr(item, "_fixtureinfo", None)
-        defs = info.name2fixturedefs.values() if info is not None else ()
-        if any(d[-1].scope in ("module", "class", "package") for d in defs if d):
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))

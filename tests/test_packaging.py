@@ -72,7 +72,7 @@ def test_xdist_groups_keep_a_module_fixture_in_one_worker(tmp_path):
 
     (tmp_path / "conftest.py").write_text(
         "import importlib.util\n"
-        f"spec = importlib.util.spec_from_file_location('repo_conftest', {str(REPO / 'tests' / 'conftest.py')!r})\n"
+        f"spec = importlib.util.spec_from_file_location('repo_hook', {str(REPO / 'tests' / 'xdist_groups.py')!r})\n"
         "mod = importlib.util.module_from_spec(spec)\n"
         "spec.loader.exec_module(mod)\n"
         "pytest_collection_modifyitems = mod.pytest_collection_modifyitems\n"
