@@ -74,6 +74,30 @@ def test_relay_reaches_the_runner_as_whole_lines(tmp_path):
     assert got[-1] == {"event": "bar", "text": "warmup:  66%|######     | 2/3"} and not path.exists()
 
 
+def test_installed_relay_carries_progress_bars_and_loads_no_torch(tmp_path, monkeypatch):
+    """`relay.install` (run at kernel start) writes the kernel's pid at once and imports nothing heavy;
+    `training.progress` bars then write plain lines to the relay file, disabled bars write nothing,
+    and without install the bars are silent under the runner."""
+    import subprocess
+
+    import shammie.relay as relay
+    from shammie.training import progress
+
+    path = tmp_path / "relay.log"
+    code = (f"import sys; from shammie import relay; relay.install({str(path)!r}); "
+            "print('torch' in sys.modules, 'tqdm' in sys.modules)")
+    assert subprocess.run([PY, "-c", code], capture_output=True, text=True, check=True).stdout.split() == ["False", "False"]
+    assert path.read_text().split("\t")[1].strip().startswith("#pid ")
+    monkeypatch.setattr(relay, "_sink", None)
+    monkeypatch.setenv("SHAMMIE_BATCH", "1")
+    list(progress(range(3), desc="silent"))  # not installed: nothing anywhere
+    monkeypatch.setattr(relay, "_sink", relay.LineFile(path))
+    list(progress(range(3), desc="shown", mininterval=0))
+    list(progress(range(3), desc="off", disable=True))
+    lines = [ln.split("\t", 1)[1] for ln in path.read_text().splitlines()[1:]]
+    assert lines and all(ln.startswith("shown:") and "\r" not in ln for ln in lines) and lines[-1].startswith("shown: 100%")
+
+
 def test_write_outputs_is_all_or_nothing_and_shares_static_files(tmp_path):
     run = tmp_path / "run"
     run.mkdir()

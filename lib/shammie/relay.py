@@ -14,7 +14,7 @@ import re
 import time
 from pathlib import Path
 
-__all__ = ["install", "LineFile"]
+__all__ = ["install", "bar_options", "LineFile"]
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -36,21 +36,25 @@ class LineFile:
         pass
 
 
+_sink: LineFile | None = None
+_mininterval = 1.0
+
+
 def install(path: str | Path, mininterval: float = 1.0) -> None:
     """Make `shammie.training.progress` bars report to `path` (called at kernel start by the runner).
 
-    Bars a caller disabled (`disable=True`, e.g. `show_progress=False`) stay disabled."""
-    from tqdm.std import tqdm
-
-    from . import training
-
+    Imports nothing heavy (not torch): the kernel's process id reaches the runner at once, and a
+    notebook that fails before it imports torch never pays for it."""
+    global _sink, _mininterval
     sink = LineFile(path)
     sink.write(f"#pid {os.getpid()}")  # lets the runner stop this kernel when its task is cancelled
+    _sink, _mininterval = sink, mininterval
 
-    def progress(iterable=None, **kwargs):
-        kwargs.setdefault("mininterval", mininterval)
-        kwargs.update(file=sink, ascii=True, ncols=80, dynamic_ncols=False, leave=True)
-        return tqdm(iterable, **kwargs)
 
-    progress.__doc__ = training.progress.__doc__
-    training.progress = progress
+def bar_options() -> dict | None:
+    """The tqdm options of a bar that reports to the runner (None when `install` was not called):
+    plain lines, at most one per `mininterval` seconds unless the caller asks otherwise."""
+    if _sink is None:
+        return None
+    return {"mininterval": _mininterval, "file": _sink, "ascii": True, "ncols": 80, "dynamic_ncols": False,
+            "leave": True}

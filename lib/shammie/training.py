@@ -35,8 +35,16 @@ Data = tuple[torch.Tensor, torch.Tensor] | torch.utils.data.DataLoader
 
 
 def progress(iterable=None, **kwargs):
-    """A tqdm progress bar (a widget in JupyterLab, text elsewhere); silent under the runner, whose
-    executed notebooks and logs stay clean."""
+    """A tqdm progress bar (a widget in JupyterLab, text elsewhere); under the runner, silent in the
+    executed notebook (whose pages and logs stay clean) and relayed to the runner's terminal as plain
+    lines (`shammie.relay`). Bars a caller disabled (`disable=True`) stay disabled."""
+    from . import relay
+
+    relayed = relay.bar_options()
+    if relayed is not None:
+        from tqdm.std import tqdm
+
+        return tqdm(iterable, **{**kwargs, **relayed, "mininterval": kwargs.get("mininterval", relayed["mininterval"])})
     if in_batch_mode():
         from tqdm.std import tqdm
 
