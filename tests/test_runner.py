@@ -229,3 +229,36 @@ def test_the_reference_runtime_table_names_only_notebooks_that_exist():
         if not profile.startswith("_"):
             assert set(rows) <= stems, f"runtimes.json names notebooks that do not exist: {set(rows) - stems}"
             assert all(isinstance(v, (int, float)) and v > 0 for v in rows.values())
+
+
+@pytest.mark.slow
+def test_the_executed_notebook_is_written_once_and_kept_when_the_kernel_dies(tmp_path, monkeypatch):
+    """papermill would write the whole executed notebook twice per cell; the runner's engine writes it
+    when it starts and when it ends (a 40-cell notebook here: 2 writes, not 84) and still writes it, with
+    the output before the failure, when the kernel dies mid-run."""
+    import papermill.engines
+
+    from conftest import make_notebook
+    from shammie.runner import run_notebook
+
+    writes = []
+    real_write = papermill.engines.write_ipynb
+    monkeypatch.setattr(papermill.engines, "write_ipynb", lambda nb, path: (writes.append(path), real_write(nb, path)))
+    many = tmp_path / "many.ipynb"
+    make_notebook(many, "x = 0")
+    nb = nbformat.read(many, as_version=4)
+    nb.cells += [nbformat.v4.new_code_cell(f"x += {i}; print(x)") for i in range(40)]
+    nbformat.write(nb, many)
+    out = run_notebook(many, {}, tmp_path / "a", 60)
+    assert out["ipynb"] and len(writes) == 2
+    executed = nbformat.read(tmp_path / "a" / "many.ipynb", as_version=4)
+    assert executed.cells[-1].outputs[0]["text"].strip() == str(sum(range(40)))
+
+    dies = make_notebook(tmp_path / "dies.ipynb", "print('before the end')")
+    nb = nbformat.read(dies, as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell("import os; os._exit(3)"))
+    nbformat.write(nb, dies)
+    out = run_notebook(dies, {}, tmp_path / "b", 60)
+    assert out["status"] == "failed" and "DeadKernel" in out["error"]
+    executed = nbformat.read(tmp_path / "b" / "dies.ipynb", as_version=4)
+    assert any("before the end" in o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs)

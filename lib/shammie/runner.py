@@ -214,6 +214,39 @@ def _error_summary(err: BaseException) -> str:
     return f"{name}: {err}"
 
 
+#: while a notebook runs, its executed copy is saved at most this often (seconds); always once at the end
+SAVE_EVERY = 20.0
+_ENGINE = "shammie"
+
+
+def _register_engine() -> str:
+    """papermill's nbclient engine, saving the executed notebook at most every SAVE_EVERY seconds while
+    it runs. papermill writes the whole notebook at the start and the end of every cell (about 1.5 s of
+    CPU per notebook here, more as figures accumulate) for a live view of the file, which the runner
+    does not need: progress reaches it through shammie.relay. The final save, done by papermill after
+    the engine returns or raises (a failed cell, a timeout, a dead kernel), is never skipped."""
+    from papermill.engines import NBClientEngine, papermill_engines
+
+    class ThrottledSaveEngine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, **kwargs):
+            real_save = nb_man.save
+
+            def save(**kw):
+                if (nb_man.now() - nb_man.last_save_time).total_seconds() >= SAVE_EVERY:
+                    real_save(**kw)
+
+            nb_man.save = save
+            try:
+                return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+            finally:
+                del nb_man.save  # papermill's notebook_complete() then saves for real
+
+    if _ENGINE not in papermill_engines._engines:
+        papermill_engines.register(_ENGINE, ThrottledSaveEngine)
+    return _ENGINE
+
+
 def run_notebook(nb: Path, params: dict[str, Any], out_dir: Path, cell_timeout: int, *,
                  progress: Callable[[dict], None] | None = None, cwd: Path | None = None,
                  shown: dict[str, str] | None = None, should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
@@ -256,7 +289,8 @@ def run_notebook(nb: Path, params: dict[str, Any], out_dir: Path, cell_timeout: 
         pm.execute_notebook(str(nb.resolve()), str(executed), parameters=params, kernel_name="python3",
                             cwd=str((cwd or nb.parent).resolve()), execution_timeout=cell_timeout,
                             progress_bar=False, log_output=False, report_mode=False,
-                            extra_arguments=kernel_args, shutdown_kernel="immediate", **hooks)
+                            extra_arguments=kernel_args, shutdown_kernel="immediate", engine_name=_register_engine(),
+                            **hooks)
     except BaseException as err:  # noqa: BLE001 - a failed notebook is reported, never fatal
         if isinstance(err, KeyboardInterrupt):
             raise
