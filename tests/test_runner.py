@@ -234,12 +234,13 @@ def test_the_reference_runtime_table_names_only_notebooks_that_exist():
 @pytest.mark.slow
 def test_the_executed_notebook_is_written_once_and_kept_when_the_kernel_dies(tmp_path, monkeypatch):
     """papermill would write the whole executed notebook twice per cell; the runner's engine writes it
-    when it starts and when it ends (a 40-cell notebook here: 2 writes, not 84) and still writes it, with
+    when it starts and when it ends (a 40-cell notebook here: 2 writes, not 88) and still writes it, with
     the output before the failure, when the kernel dies mid-run."""
     import papermill.engines
 
-    from conftest import make_notebook
     from shammie.runner import run_notebook
+
+    from conftest import make_notebook
 
     writes = []
     real_write = papermill.engines.write_ipynb
