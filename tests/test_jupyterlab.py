@@ -33,25 +33,54 @@ def _api(base, token, path, method="GET", body=None):
         return json.loads(text) if text else None
 
 
-async def _execute(ws_url, token, code, timeout=240):
-    from tornado.httpclient import HTTPRequest
-    from tornado.websocket import websocket_connect
-
-    conn = await websocket_connect(HTTPRequest(ws_url, headers={"Authorization": f"token {token}"}))
+def _send(conn, msg_type, content) -> str:
     msg_id = uuid.uuid4().hex
     conn.write_message(json.dumps({
-        "header": {"msg_id": msg_id, "username": "test", "session": uuid.uuid4().hex, "msg_type": "execute_request", "version": "5.3"},
-        "parent_header": {}, "metadata": {}, "channel": "shell",
-        "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {}, "allow_stdin": False},
+        "header": {"msg_id": msg_id, "username": "test", "session": uuid.uuid4().hex, "msg_type": msg_type, "version": "5.3"},
+        "parent_header": {}, "metadata": {}, "channel": "shell", "content": content,
     }))
-    out, status, deadline = [], None, time.monotonic() + timeout
+    return msg_id
+
+
+async def _reply_to(conn, msg_id, within):
+    """The messages answering `msg_id` until its kernel goes idle; None if nothing answers `within` seconds."""
+    got, deadline = [], time.monotonic() + within
     while time.monotonic() < deadline:
-        raw = await asyncio.wait_for(conn.read_message(), timeout=max(1, deadline - time.monotonic()))
+        try:
+            raw = await asyncio.wait_for(conn.read_message(), timeout=max(0.1, deadline - time.monotonic()))
+        except TimeoutError:
+            break
         if raw is None:
             break
         msg = json.loads(raw)
         if msg.get("parent_header", {}).get("msg_id") != msg_id:
             continue
+        got.append(msg)
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle" and any(
+                m["msg_type"].endswith("_reply") for m in got):
+            return got
+    return got or None
+
+
+async def _execute(ws_url, token, code, timeout=240):
+    from tornado.httpclient import HTTPRequest
+    from tornado.websocket import websocket_connect
+
+    conn = await websocket_connect(HTTPRequest(ws_url, headers={"Authorization": f"token {token}"}))
+    deadline = time.monotonic() + timeout
+    # as any Jupyter client does, first wait until the kernel answers a kernel_info_request, asking again
+    # every 5 s: on a loaded machine a request sent before the server has connected the kernel's channels
+    # can be lost (and then nothing ever answers)
+    while await _reply_to(conn, _send(conn, "kernel_info_request", {}), within=5) is None:
+        if time.monotonic() > deadline:
+            conn.close()
+            return None, "the kernel never answered a kernel_info_request"
+    msgs = await _reply_to(conn, _send(conn, "execute_request", {
+        "code": code, "silent": False, "store_history": False, "user_expressions": {}, "allow_stdin": False}),
+        within=max(1, deadline - time.monotonic())) or []
+    conn.close()
+    out, status = [], None
+    for msg in msgs:
         kind = msg["msg_type"]
         if kind == "stream":
             out.append(msg["content"]["text"])
@@ -59,9 +88,6 @@ async def _execute(ws_url, token, code, timeout=240):
             out.append("\n".join(msg["content"]["traceback"]))
         elif kind == "execute_reply":
             status = msg["content"]["status"]
-        elif kind == "status" and msg["content"]["execution_state"] == "idle" and status is not None:
-            break
-    conn.close()
     return status, "".join(out)
 
 
