@@ -32,7 +32,7 @@ class ShammieError(RuntimeError):
     """An error whose message tells the user what to do (bad input, missing data, ...)."""
 
 
-def _deterministic_kernels(torch) -> None:
+def _deterministic_kernels() -> None:
     """torch.use_deterministic_algorithms(True, warn_only=True) without importing torch._inductor.
 
     The public call also sets torch.compile's (inductor's) own flag, and importing inductor for that
@@ -40,6 +40,8 @@ def _deterministic_kernels(torch) -> None:
     The workbook never compiles, so the flag that eager kernels read is set directly; once inductor
     is loaded anyway (someone compiles), the public call costs nothing more and is used."""
     import sys
+
+    import torch
 
     setter = getattr(torch._C, "_set_deterministic_algorithms", None)
     if "torch._inductor" in sys.modules or setter is None:
@@ -64,7 +66,7 @@ def seed_everything(seed: int, deterministic: bool = True) -> int:
     torch.manual_seed(seed)
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        _deterministic_kernels(torch)
+        _deterministic_kernels()
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
     return seed

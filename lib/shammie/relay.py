@@ -51,10 +51,10 @@ def install(path: str | Path, mininterval: float = 1.0) -> None:
     _sink, _mininterval = sink, mininterval
 
 
-def bar_options() -> dict | None:
-    """The tqdm options of a bar that reports to the runner (None when `install` was not called):
-    plain lines, at most one per `mininterval` seconds unless the caller asks otherwise."""
+def bar_options(kwargs: dict) -> dict | None:
+    """The caller's tqdm options `kwargs`, redirected to the runner as plain lines (at most one per
+    `mininterval` seconds unless the caller sets its own); None when `install` was not called."""
     if _sink is None:
         return None
-    return {"mininterval": _mininterval, "file": _sink, "ascii": True, "ncols": 80, "dynamic_ncols": False,
+    return {"mininterval": _mininterval, **kwargs, "file": _sink, "ascii": True, "ncols": 80, "dynamic_ncols": False,
             "leave": True}

@@ -227,6 +227,9 @@ def _register_engine() -> str:
     the engine returns or raises (a failed cell, a timeout, a dead kernel), is never skipped."""
     from papermill.engines import NBClientEngine, papermill_engines
 
+    if _ENGINE in papermill_engines._engines:
+        return _ENGINE
+
     class ThrottledSaveEngine(NBClientEngine):
         @classmethod
         def execute_managed_notebook(cls, nb_man, kernel_name, **kwargs):
@@ -242,8 +245,7 @@ def _register_engine() -> str:
             finally:
                 del nb_man.save  # papermill's notebook_complete() then saves for real
 
-    if _ENGINE not in papermill_engines._engines:
-        papermill_engines.register(_ENGINE, ThrottledSaveEngine)
+    papermill_engines.register(_ENGINE, ThrottledSaveEngine)
     return _ENGINE
 
 
@@ -271,9 +273,6 @@ def run_notebook(nb: Path, params: dict[str, Any], out_dir: Path, cell_timeout: 
     # the kernel's own log (e.g. ipykernel's note on TCP transport, its complaints when the runner stops
     # it) stays out of the runner's output; cell errors and output still go into the executed notebook
     kernel_args = ["--IPKernelApp.log_level=CRITICAL"]
-    # once the last cell has answered, the kernel is killed rather than asked to exit: its outputs,
-    # figures and metrics.json are already written, and an interpreter holding torch, matplotlib and
-    # seaborn spends 1.5-2.5 s finalizing its modules, every notebook
     hooks: dict[str, Any] = {}
     watcher = None
     if progress is not None:
@@ -286,6 +285,9 @@ def run_notebook(nb: Path, params: dict[str, Any], out_dir: Path, cell_timeout: 
                            f"{str(relay_file)!r})\nexcept Exception:\n    pass")
         watcher = _RelayWatcher(relay_file, progress, should_stop)
     try:
+        # shutdown_kernel="immediate": once the last cell has answered, the kernel is killed rather than
+        # asked to exit; its outputs, figures and metrics.json are written, and an interpreter holding
+        # torch and matplotlib spends 1.5-2.5 s finalizing its modules
         pm.execute_notebook(str(nb.resolve()), str(executed), parameters=params, kernel_name="python3",
                             cwd=str((cwd or nb.parent).resolve()), execution_timeout=cell_timeout,
                             progress_bar=False, log_output=False, report_mode=False,

@@ -40,11 +40,11 @@ def progress(iterable=None, **kwargs):
     lines (`shammie.relay`). Bars a caller disabled (`disable=True`) stay disabled."""
     from . import relay
 
-    relayed = relay.bar_options()
+    relayed = relay.bar_options(kwargs)
     if relayed is not None:
         from tqdm.std import tqdm
 
-        return tqdm(iterable, **{**kwargs, **relayed, "mininterval": kwargs.get("mininterval", relayed["mininterval"])})
+        return tqdm(iterable, **relayed)
     if in_batch_mode():
         from tqdm.std import tqdm
 
