@@ -124,7 +124,7 @@ import os, signal, pathlib, time
 marker = pathlib.Path({marker!r})
 if {always} or not marker.exists():
     marker.write_text("killed")
-    os.kill(os.getppid(), signal.SIGKILL)  # the kernel's parent is the Dask worker running this notebook
+    os.kill(int(os.environ["JPY_PARENT_PID"]), signal.SIGKILL)  # the Dask worker that started this kernel
     time.sleep(60)
 '''
 

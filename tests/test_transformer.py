@@ -398,11 +398,15 @@ def test_causal_for_every_layer_kind(name):
     m = make_lm(n_layers=3, **CONFIGS[name])
     x = tokens(2, 12)
     base = m(x)
+    # bit-exact, but for the mixture of experts: a changed token can move to other experts, and each
+    # expert multiplies the rows routed to it as one matrix, whose float rounding per row depends on how
+    # many rows there are (7e-7 apart in one test run); a leak from the future would move it by ~1e-2
+    atol = 1e-5 if CONFIGS[name].get("n_experts") else 0
     for t in (0, 5, 11):
         y = x.clone()
         y[:, t] = (y[:, t] + 1) % V
         out = m(y)
-        torch.testing.assert_close(out[:, :t], base[:, :t], atol=0, rtol=0)
+        torch.testing.assert_close(out[:, :t], base[:, :t], atol=atol, rtol=0)
         assert not torch.allclose(out[:, t], base[:, t])
 
 

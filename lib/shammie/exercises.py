@@ -122,6 +122,8 @@ def grade(instructor: Path, submission: Path, timeout: int = 120) -> GradeReport
     run top to bottom, continuing after errors; a check cell that runs cleanly earns its points."""
     from nbclient import NotebookClient
 
+    from .warmstart import WarmKernelManager
+
     inst = nbformat.read(instructor, as_version=4)
     sub = nbformat.read(submission, as_version=4)
     answers = {_meta(c)["grade_id"]: c.source for c in sub.cells if _meta(c).get("solution") and "grade_id" in _meta(c)}
@@ -132,8 +134,9 @@ def grade(instructor: Path, submission: Path, timeout: int = 120) -> GradeReport
             cell.source = answers[m["grade_id"]]
         if cell.cell_type == "code":
             cell.outputs = []
-    # killed after its last cell rather than asked to exit (the outputs are in; see runner.run_notebook)
+    # a warm kernel, killed after its last cell rather than asked to exit (see runner.run_notebook)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True, shutdown_kernel="immediate",
+                            kernel_manager_class=WarmKernelManager,
                             resources={"metadata": {"path": str(Path(instructor).parent)}})
     client.execute()
     points, maxp, errors = {}, {}, {}

@@ -261,6 +261,8 @@ def run_notebook(nb: Path, params: dict[str, Any], out_dir: Path, cell_timeout: 
 
     import papermill as pm
 
+    from .warmstart import WarmKernelManager
+
     # papermill's and nbclient's log (e.g. "Kernel died while waiting for execute reply" when a task is
     # stopped) would reach the terminal through Python's last-resort handler; the error is in the result
     if not logging.getLogger("papermill").handlers:
@@ -285,14 +287,15 @@ def run_notebook(nb: Path, params: dict[str, Any], out_dir: Path, cell_timeout: 
                            f"{str(relay_file)!r})\nexcept Exception:\n    pass")
         watcher = _RelayWatcher(relay_file, progress, should_stop)
     try:
-        # shutdown_kernel="immediate": once the last cell has answered, the kernel is killed rather than
-        # asked to exit; its outputs, figures and metrics.json are written, and an interpreter holding
-        # torch and matplotlib spends 1.5-2.5 s finalizing its modules
+        # a warm kernel (shammie.warmstart: forked with torch already imported); shutdown_kernel="immediate":
+        # once the last cell has answered, the kernel is killed rather than asked to exit; its outputs,
+        # figures and metrics.json are written, and an interpreter holding torch and matplotlib spends
+        # 1.5-2.5 s finalizing its modules
         pm.execute_notebook(str(nb.resolve()), str(executed), parameters=params, kernel_name="python3",
                             cwd=str((cwd or nb.parent).resolve()), execution_timeout=cell_timeout,
                             progress_bar=False, log_output=False, report_mode=False,
                             extra_arguments=kernel_args, shutdown_kernel="immediate", engine_name=_register_engine(),
-                            **hooks)
+                            kernel_manager_class=WarmKernelManager, **hooks)
     except BaseException as err:  # noqa: BLE001 - a failed notebook is reported, never fatal
         if isinstance(err, KeyboardInterrupt):
             raise
