@@ -66,7 +66,7 @@ def serve(path: str, parent: int) -> None:
             continue
         try:
             _handle(listener, conn, env, added)
-        except OSError:
+        except Exception:  # noqa: BLE001 - a launcher that hung up or sent nonsense gets an ordinary kernel
             pass
         finally:
             conn.close()

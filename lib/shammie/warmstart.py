@@ -17,10 +17,11 @@ The pieces:
   shammie (the server's copy could be older than the files on disk).
 
 A kernel is forked only when the launcher's environment equals the server's (but for Jupyter's
-per-kernel variables, `JPY_*`, pytest's current-test name and `SHAMMIE_*`, which shammie reads only
-when called): the preloaded modules read variables such as `PYTHONHASHSEED`, `OMP_NUM_THREADS` or
+per-kernel variables, `JPY_*`, pytest's current-test name and `SHAMMIE_*`, read only by shammie, which
+the fork imports afresh): the preloaded modules read variables such as `PYTHONHASHSEED`, `OMP_NUM_THREADS` or
 `MPLBACKEND` when imported. Any other difference, or no server, and the launcher becomes the
-ordinary kernel command: slower, never different. `SHAMMIE_WARM=0` turns warm kernels off.
+ordinary kernel command: slower, never different. Warm kernels are for Linux (`enabled`);
+`SHAMMIE_WARM=0` turns them off.
 """
 
 from __future__ import annotations
@@ -50,8 +51,11 @@ _lock = threading.Lock()
 
 
 def enabled() -> bool:
-    """Warm kernels are on unless `SHAMMIE_WARM=0` (or the platform cannot fork and pass descriptors)."""
-    return os.environ.get("SHAMMIE_WARM", "1") != "0" and hasattr(os, "fork") and hasattr(socket, "send_fds")
+    """Warm kernels are on by default on Linux, off elsewhere (on macOS a process forked after it loaded
+    system frameworks may crash); `SHAMMIE_WARM=0` or `1` says otherwise, where the platform can fork
+    and pass file descriptors."""
+    wanted = os.environ.get("SHAMMIE_WARM", "1" if sys.platform.startswith("linux") else "0") != "0"
+    return wanted and hasattr(os, "fork") and hasattr(socket, "send_fds")
 
 
 def server_path(options: tuple[str, ...] = ()) -> str | None:
