@@ -21,7 +21,7 @@ per-kernel variables, `JPY_*`, pytest's current-test name and `SHAMMIE_*`, read 
 the fork imports afresh): the preloaded modules read variables such as `PYTHONHASHSEED`, `OMP_NUM_THREADS` or
 `MPLBACKEND` when imported. Any other difference, or no server, and the launcher becomes the
 ordinary kernel command: slower, never different. Warm kernels are for Linux (`enabled`);
-`SHAMMIE_WARM=0` turns them off.
+`SHAMMIE_WARM=0` turns them off; `SHAMMIE_WARM_DEBUG=1` shows the server's errors and each refusal.
 """
 
 from __future__ import annotations
@@ -71,13 +71,17 @@ def server_path(options: tuple[str, ...] = ()) -> str | None:
                 return _server["path"] if _server["options"] == options else None
             _stop()  # the environment changed since it started: its kernels would be refused
         folder = tempfile.mkdtemp(prefix="shammie-warm-")
+        if len(folder) > 90:  # a socket's path has at most 107 bytes
+            shutil.rmtree(folder, ignore_errors=True)
+            folder = tempfile.mkdtemp(prefix="shammie-warm-", dir="/tmp")
         path = os.path.join(folder, "s")
         code = f"from shammie.forkserver import serve; serve({path!r}, {os.getpid()})"
         # env given explicitly, as Jupyter gives its kernels: the process's own C environment can hold
         # variables os.environ does not (readline, once imported, exports LINES and COLUMNS)
         env = dict(os.environ)
+        quiet = None if os.environ.get("SHAMMIE_WARM_DEBUG") else subprocess.DEVNULL
         proc = subprocess.Popen([sys.executable, *options, "-c", code], env=env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                                stdout=quiet, stderr=quiet, start_new_session=True)
         _server.update(owner=os.getpid(), proc=proc, path=path, folder=folder, options=options, env=env)
         if not _server.get("atexit"):
             atexit.register(stop_server)
