@@ -195,7 +195,16 @@ def test_cot_votes_on_a_model(small_pool):
     v = mm.cot_votes(model, sets["Xadd"], sets["XaddCoT"], k=4, seed=0)
     assert np.array_equal(mm.routed(v, 0.0), v.majority)
     assert set(np.unique(v.consensus)) <= {0.25, 0.5, 0.75, 1.0}
-    stated, answers = mm.cot_predict(model, sets["XaddCoT"])
+    # the greedy chain of thought states the likeliest digit, as the samples are drawn among the digits only;
+    # this untrained model's likeliest token at THINK is often no digit at all
+    stated, _ = mm.cot_predict(model, sets["XaddCoT"])
+    assert (stated >= 10).any()
+    assert (v.greedy_digit < 10).all() and np.array_equal(v.greedy_digit[stated < 10], stated[stated < 10])
+    from shammie.multimodal.experiments import _logits
+
+    digits = _logits(model, sets["XaddCoT"], mm.THINK_COL)[:, :10].argmax(-1).numpy()
+    assert np.array_equal(v.greedy_digit, digits)
+    _, answers = mm.cot_predict(model, sets["XaddCoT"], digits)
     assert np.array_equal(answers, v.cot_greedy)
 
 

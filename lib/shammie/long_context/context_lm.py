@@ -45,7 +45,8 @@ def val_windows(corpus: CharCorpus, cfg: LongContextConfig, seed: int = 12345) -
 def lm_kwargs(cfg: LongContextConfig, vocab_size: int, moe: bool) -> dict:
     """A small all-global char LM (RoPE, pre-LayerNorm, ReLU, no biases). Dense: a feed-forward of width
     `lm_ff`; MoE: `n_experts` experts of width lm_ff / top_k, top-`expert_top_k` routing, so both read the same
-    number of feed-forward parameters per token (the MoE adds only its router)."""
+    number of feed-forward parameters per token (the MoE adds only its router; that needs no biases: with
+    them a token would read top_k expert biases where the dense layer has one)."""
     return dict(vocab_size=vocab_size, d_model=cfg.lm_d, n_heads=cfg.lm_heads, n_layers=cfg.lm_layers,
                 d_ff=cfg.lm_ff, position="rope", max_positions=cfg.lm_context, bias=False,
                 n_experts=cfg.n_experts if moe else 0, expert_top_k=cfg.expert_top_k if moe else 1)

@@ -21,7 +21,7 @@ class MultimodalConfig(ProfileConfig):
     Every seed trains the family (nano, pro, ultra: widths `widths`, `layers` layers each) jointly on the
     task mix, a perception specialist (ultra's size, perception only, `spec_steps` steps: the joint model's
     number of perception examples when None), a text-only model (nano's size), a nano distilled from that
-    seed's ultra, then quantizes nano, the distilled nano and ultra, and runs the routing sweep. Claims are
+    seed's ultra, then quantizes nano, the distilled nano, pro and ultra, and runs the routing sweep. Claims are
     judged over the seeds.
     """
 

@@ -84,7 +84,10 @@ def answer_loss(model: MultimodalLM, batch: Batch) -> torch.Tensor:
 def kd_loss(teacher: MultimodalLM, alpha: float = 0.5):
     """The loss of a distilled student: (1 - alpha) * CE(answers) + alpha * H(p_teacher, p_student) on the
     answer positions, at temperature 1 (lm.distillation_loss; its gradient is that of the KL). The research
-    note's pilot saw temperature 2 over the full 28-token vocabulary hurt the binary answers."""
+    note's pilot saw temperature 2 over the full 28-token vocabulary hurt the binary answers.
+
+    Building it puts `teacher` in eval mode and freezes its parameters (requires_grad False) for good:
+    a teacher to be trained further must be unfrozen by its caller."""
     if not 0.0 <= alpha <= 1.0:
         raise ShammieError(f"alpha must be in [0, 1], got {alpha}")
     teacher.eval()

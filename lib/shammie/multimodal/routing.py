@@ -27,13 +27,15 @@ __all__ = ["Votes", "check_threshold", "cot_votes", "routed", "threshold_grid", 
 
 @dataclass
 class Votes:
-    """Per question: the direct answer, the digit-first greedy answer, the vote's answer and its consensus."""
+    """Per question: the direct answer, the digit-first greedy answer, the vote's answer and its consensus
+    (and the digit the greedy chain of thought stated, when known)."""
 
     direct: np.ndarray
     cot_greedy: np.ndarray
     majority: np.ndarray
     consensus: np.ndarray
     truth: np.ndarray
+    greedy_digit: np.ndarray | None = None
 
     def accuracy(self, name: str) -> float:
         return float(np.mean(getattr(self, name) == self.truth))
@@ -48,7 +50,9 @@ def check_threshold(thr: float) -> float:
 def cot_votes(model: MultimodalLM, direct_batch: Batch, cot_batch: Batch, k: int, seed: int,
               temperature: float = 1.0) -> Votes:
     """Direct, digit-first greedy and k sampled digit-first answers of the same questions (`direct_batch`
-    holds them as Xadd, `cot_batch` as XaddCoT)."""
+    holds them as Xadd, `cot_batch` as XaddCoT). The greedy digit and the sampled ones are chosen among
+    the ten digit tokens alike, so that the greedy chain of thought is never the only one that can state
+    a non-digit."""
     if k < 1 or temperature <= 0:
         raise ShammieError(f"need k >= 1 samples and a positive temperature, got {k}, {temperature}")
     if not (np.array_equal(direct_batch.d1, cot_batch.d1) and np.array_equal(direct_batch.k, cot_batch.k)):
@@ -57,7 +61,7 @@ def cot_votes(model: MultimodalLM, direct_batch: Batch, cot_batch: Batch, k: int
     direct = predict(model, direct_batch)
     think = _logits(model, cot_batch, THINK_COL)
     digit_logits = think[:, :10].float() / temperature
-    greedy_digit = think.argmax(-1).numpy()
+    greedy_digit = think[:, :10].argmax(-1).numpy()
     cot_greedy = predict(model, cot_batch.with_tokens(DIGIT_COL, greedy_digit))
     gen = torch.Generator().manual_seed(seed)
     sampled = torch.multinomial(torch.softmax(digit_logits, -1), k, replacement=True, generator=gen).numpy()  # (n, k)
@@ -69,7 +73,7 @@ def cot_votes(model: MultimodalLM, direct_batch: Batch, cot_batch: Batch, k: int
         row = answers[i].tolist()
         majority[i] = majority_vote(row)
         consensus[i] = row.count(majority[i]) / k
-    return Votes(direct, cot_greedy, majority, consensus, cot_batch.answer.copy())
+    return Votes(direct, cot_greedy, majority, consensus, cot_batch.answer.copy(), greedy_digit)
 
 
 def routed(votes: Votes, thr: float) -> np.ndarray:
