@@ -196,3 +196,22 @@ def test_the_launcher_becomes_the_command_itself_when_no_server_will_fork_it(tmp
         assert out.returncode == 0 and out.stdout.strip() == f"cold {tmp_path}", out.stderr
         assert said in out.stderr
     warmstart.stop_server()
+
+
+def test_a_server_that_does_not_answer_in_time_gets_a_cold_kernel(tmp_path):
+    import socket
+    import subprocess
+
+    mute = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)  # listens, never accepts: a server still importing
+    mute.bind(str(tmp_path / "s"))
+    mute.listen(4)
+    cmd = [sys.executable, "-c", "print('cold')"]
+    t0 = time.monotonic()
+    # output to a file: the streams sent to the mute server stay open in its queue until it closes
+    with open(tmp_path / "out", "w") as out:
+        proc = subprocess.Popen([sys.executable, "-I", str(warmstart.LAUNCHER), str(tmp_path / "s"), *cmd],
+                                stdout=out, env={**os.environ, "SHAMMIE_WARM_WAIT": "1"})
+        code = proc.wait(timeout=60)
+    took = time.monotonic() - t0
+    mute.close()
+    assert code == 0 and (tmp_path / "out").read_text().strip() == "cold" and 1 <= took < 10

@@ -19,14 +19,16 @@ import socket
 import sys
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
-REPLY_TIMEOUT = 120.0  # the server answers once its imports are done (a few seconds)
+# The server answers once its imports are done: a few seconds, more on a loaded machine. Jupyter gives a
+# kernel 60 s to start; past this wait (seconds, `SHAMMIE_WARM_WAIT`) the launcher starts it cold instead.
+REPLY_TIMEOUT = 30.0
 
 
 def ask(path: str, cmd: list[str]) -> tuple[socket.socket, int] | None:
     """A kernel forked by the server at `path` for `cmd`: the connection to it and its pid, or None."""
     try:
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        conn.settimeout(REPLY_TIMEOUT)
+        conn.settimeout(float(os.environ.get("SHAMMIE_WARM_WAIT", REPLY_TIMEOUT)))
         conn.connect(path)
         request = {"argv": cmd, "env": dict(os.environ), "cwd": os.getcwd()}
         socket.send_fds(conn, [json.dumps(request).encode()], [0, 1, 2])
