@@ -67,7 +67,8 @@ def max_completion_tokens(n_operands: int) -> int:
 
 def parse_answer(completion: Sequence[int]) -> int | None:
     """The final number of a completion (ids): the digits between the last comma (or the start) and the
-    first end token. None when there is no end token, or that tail is empty or not all digits."""
+    first end token. None when there is no end token, or that tail is empty, not all digits, or longer
+    than 6 digits (far longer than any sum of this task: a sampled run of digits, not an answer)."""
     ids = [int(i) for i in completion]
     if EOS not in ids:
         return None
