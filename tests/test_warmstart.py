@@ -215,3 +215,23 @@ def test_a_server_that_does_not_answer_in_time_gets_a_cold_kernel(tmp_path):
     took = time.monotonic() - t0
     mute.close()
     assert code == 0 and (tmp_path / "out").read_text().strip() == "cold" and 1 <= took < 10
+
+
+def test_a_server_that_cannot_start_gives_cold_kernels_and_is_not_retried(tmp_path, monkeypatch):
+    monkeypatch.setattr(warmstart, "_server", {})  # this process's own server is put back afterwards
+    tries = []
+
+    def no_folder(*args, **kwargs):
+        tries.append(args)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(warmstart.tempfile, "mkdtemp", no_folder)
+    km = WarmKernelManager(kernel_name="python3")
+    km.connection_file, km._launch_args = str(tmp_path / "kernel.json"), {}
+    for _ in range(3):
+        cmd = km.format_kernel_cmd()
+        assert str(warmstart.LAUNCHER) not in cmd and cmd[-4:] == ["-m", "ipykernel_launcher", "-f", km.connection_file]
+    assert len(tries) == 1, "one failed start, then cold kernels without trying again"
+    warmstart.stop_server()
+    km.format_kernel_cmd()
+    assert len(tries) == 2, "stop_server() lets the next kernel try again"

@@ -61,49 +61,69 @@ def enabled() -> bool:
 def server_path(options: tuple[str, ...] = ()) -> str | None:
     """The socket of this process's fork server, running this Python with interpreter `options` (such
     as `-Xfrozen_modules=off`), started now if it is not running; None when off, when the running
-    server has other options, or when a new one does not listen in time."""
+    server has other options, or when a server could not be started here (then not tried again)."""
     if not enabled():
         return None
     with _lock:
-        proc = _server.get("proc")
-        if _server.get("owner") == os.getpid() and proc is not None and proc.poll() is None:
-            if not env_difference(_server["env"], dict(os.environ)):
-                return _server["path"] if _server["options"] == options else None
-            _stop()  # the environment changed since it started: its kernels would be refused
-        folder = tempfile.mkdtemp(prefix="shammie-warm-")
-        if len(folder) > 90:  # a socket's path has at most 107 bytes
-            shutil.rmtree(folder, ignore_errors=True)
-            folder = tempfile.mkdtemp(prefix="shammie-warm-", dir="/tmp")
-        path = os.path.join(folder, "s")
-        code = f"from shammie.forkserver import serve; serve({path!r}, {os.getpid()})"
-        # env given explicitly, as Jupyter gives its kernels: the process's own C environment can hold
-        # variables os.environ does not (readline, once imported, exports LINES and COLUMNS)
-        env = dict(os.environ)
-        quiet = None if os.environ.get("SHAMMIE_WARM_DEBUG") else subprocess.DEVNULL
-        proc = subprocess.Popen([sys.executable, *options, "-c", code], env=env, stdin=subprocess.DEVNULL,
-                                stdout=quiet, stderr=quiet, start_new_session=True)
-        _server.update(owner=os.getpid(), proc=proc, path=path, folder=folder, options=options, env=env)
-        if not _server.get("atexit"):
-            atexit.register(stop_server)
-            _server["atexit"] = True
-        deadline = time.monotonic() + LISTEN_TIMEOUT
-        while not os.path.exists(path) and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return path if os.path.exists(path) else None
+        if _server.get("owner") == os.getpid():
+            if _server.get("failed"):
+                return None
+            proc = _server.get("proc")
+            if proc is not None and proc.poll() is None:
+                if not env_difference(_server["env"], dict(os.environ)):
+                    return _server["path"] if _server["options"] == options else None
+                _stop()  # the environment changed since it started: its kernels would be refused
+        try:
+            path = _start(options)
+        except OSError:  # no temporary folder, no process: the kernels start cold
+            path = None
+        if path is None:
+            _stop()
+            _server.update(owner=os.getpid(), failed=True)
+        return path
+
+
+def _start(options: tuple[str, ...]) -> str | None:
+    """Start a server and wait until it listens; its socket's path, or None if it did not listen."""
+    folder = tempfile.mkdtemp(prefix="shammie-warm-")
+    if len(folder) > 90:  # a socket's path has at most 107 bytes
+        shutil.rmtree(folder, ignore_errors=True)
+        folder = tempfile.mkdtemp(prefix="shammie-warm-", dir="/tmp")
+    path = os.path.join(folder, "s")
+    code = f"from shammie.forkserver import serve; serve({path!r}, {os.getpid()})"
+    # env given explicitly, as Jupyter gives its kernels: the process's own C environment can hold
+    # variables os.environ does not (readline, once imported, exports LINES and COLUMNS)
+    env = dict(os.environ)
+    quiet = None if os.environ.get("SHAMMIE_WARM_DEBUG") else subprocess.DEVNULL
+    _server.update(owner=os.getpid(), folder=folder, failed=False)
+    proc = subprocess.Popen([sys.executable, *options, "-c", code], env=env, stdin=subprocess.DEVNULL,
+                            stdout=quiet, stderr=quiet, start_new_session=True)
+    _server.update(proc=proc, path=path, options=options, env=env)
+    if not _server.get("atexit"):
+        atexit.register(stop_server)
+        _server["atexit"] = True
+    deadline = time.monotonic() + LISTEN_TIMEOUT
+    while not os.path.exists(path) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return path if os.path.exists(path) else None
 
 
 def stop_server() -> None:
-    """Stop this process's fork server (kernels already forked keep running)."""
+    """Stop this process's fork server (kernels already forked keep running); the next kernel starts one
+    again, even after a failed start."""
     with _lock:
         _stop()
+        _server.pop("failed", None)
 
 
 def _stop() -> None:
     proc = _server.pop("proc", None)
-    if proc is not None and _server.get("owner") == os.getpid():
+    if _server.get("owner") != os.getpid():
+        return
+    if proc is not None:
         proc.kill()
         proc.wait()
-        shutil.rmtree(_server.get("folder", ""), ignore_errors=True)
+    shutil.rmtree(_server.pop("folder", ""), ignore_errors=True)
 
 
 class WarmKernelManager(AsyncKernelManager):
